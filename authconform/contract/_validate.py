@@ -1,0 +1,164 @@
+"""Argument checks, hashing and (de)serialisation shared by every backend.
+
+A backend calls these first, so ``InvalidArgument`` is raised before the store is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from authconform.contract._records import JSON
+from authconform.errors import InvalidArgument
+
+MAX_ID_LENGTH = 512
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_TTL = 10 * 365 * 86400.0
+MAX_LIMIT = 10**9
+NAMESPACE_RE = re.compile(r"^[a-z0-9_]{1,40}$")
+
+T = TypeVar("T")
+
+
+def check_id(value: object, what: str = "id") -> str:
+    """Return ``value`` if it is a usable id: a non-empty str, <= 512 chars, no NUL."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be a str, got {type(value).__name__}")
+    if not value:
+        raise InvalidArgument(f"{what} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgument(f"{what} is {len(value)} characters; the limit is {MAX_ID_LENGTH}")
+    if "\x00" in value:
+        raise InvalidArgument(f"{what} must not contain NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def check_ttl(ttl: object, what: str = "ttl") -> float:
+    """Return ``ttl`` as float if 0 < ttl <= ten years and finite."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise InvalidArgument(f"{what} must be a number of seconds, got {type(ttl).__name__}")
+    ttl = float(ttl)
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise InvalidArgument(f"{what} must be a finite number of seconds > 0, got {ttl!r}")
+    if ttl > MAX_TTL:
+        raise InvalidArgument(f"{what} {ttl} exceeds the limit of {MAX_TTL:.0f} s")
+    return ttl
+
+
+def check_positive_int(value: object, what: str) -> int:
+    """Return ``value`` if it is an int in [1, 10**9]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise InvalidArgument(f"{what} must be an integer from 1 to {MAX_LIMIT}, got {value!r}")
+    return value
+
+
+def check_namespace(namespace: object) -> str:
+    """Return ``namespace`` if it matches ``[a-z0-9_]{1,40}``."""
+    if not isinstance(namespace, str) or not NAMESPACE_RE.match(namespace):
+        raise InvalidArgument(f"namespace must match [a-z0-9_]{{1,40}}, got {namespace!r}")
+    return namespace
+
+
+def dumps_json(value: JSON, what: str = "payload") -> str:
+    """Serialise a JSON payload (ASCII, NUL- and surrogate-safe); enforce the size limit."""
+    try:
+        text = json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{what} is not JSON-serialisable: {exc}") from None
+    if len(text) > MAX_PAYLOAD_BYTES:
+        raise InvalidArgument(
+            f"{what} is {len(text)} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    return text
+
+
+def check_payload(value: object, what: str = "payload") -> Mapping[str, JSON]:
+    """Return ``value`` if it is a JSON object within the size limit."""
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"{what} must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise InvalidArgument(f"{what} keys must be str, got {type(key).__name__}")
+    dumps_json(value, what)
+    return value
+
+
+def check_record(record: object, cls: type[T]) -> T:
+    """Check a record's type, string ids and JSON payloads."""
+    if not isinstance(record, cls):
+        raise InvalidArgument(f"record must be a {cls.__name__}, got {type(record).__name__}")
+    for f in dataclasses.fields(record):  # type: ignore[arg-type]
+        value = getattr(record, f.name)
+        if f.name in ("client_id", "subject", "grant_id"):
+            check_id(value, f.name)
+        elif f.name in ("extra", "metadata"):
+            check_payload(value, f.name)
+        elif f.name == "scopes":
+            if not isinstance(value, tuple | list) or not all(isinstance(s, str) for s in value):
+                raise InvalidArgument("scopes must be a tuple of str")
+        elif f.name == "max_attempts":
+            check_positive_int(value, "max_attempts")
+        elif f.name in ("redirect_uri", "code_challenge", "code_challenge_method", "resource"):
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument(f"{f.name} must be a str")
+            if isinstance(value, str) and len(value) > 4 * MAX_ID_LENGTH:
+                raise InvalidArgument(f"{f.name} is too long")
+    dumps_json(record_to_dict(record), "record")
+    return record
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 hex of a secret (tokens, codes, client secrets are 128+ bit random)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def secret_matches(secret: str, secret_hash: str | None) -> bool:
+    """Constant-time check of ``secret`` against a stored hash."""
+    if secret_hash is None:
+        return False
+    return hmac.compare_digest(hash_secret(secret), secret_hash)
+
+
+def record_to_dict(record: Any) -> dict[str, JSON]:
+    """A record as a plain JSON-ready dict (tuples become lists)."""
+    out: dict[str, JSON] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[f.name] = value
+    return out
+
+
+def record_from_dict(cls: type[T], data: Mapping[str, JSON]) -> T:
+    """Rebuild a record from ``record_to_dict`` output; unknown keys are ignored."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            value = data[f.name]
+            if f.name == "scopes":
+                value = tuple(value)
+            kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def record_to_json(record: Any) -> str:
+    """Serialise a record."""
+    return dumps_json(record_to_dict(record), "record")
+
+
+def record_from_json(cls: type[T], text: str | bytes) -> T:
+    """Deserialise a record; every call returns a fresh object tree."""
+    return record_from_dict(cls, json.loads(text))
