@@ -8,6 +8,7 @@ Heavy imports (drivers, servers) happen lazily inside fixtures.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import secrets
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from authconform._options import Option
 from authconform.backends._registry import BackendSpec, resolve
 from authconform.contract import BackendSettings, Capability, FakeClock, StorageBackend
 from authconform.errors import ConfigurationError
@@ -25,33 +27,6 @@ from authconform.spec import ids as spec_ids
 __all__ = ["OPTIONS", "Option", "TestClock"]
 
 SKIP_CATEGORIES = ("not-applicable:", "unavailable:", "disabled:", "not-advertised:")
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: ``--<cli>``, ``AUTHCONFORM_<NAME>``, ini ``authconform_<name>``."""
-
-    name: str
-    help: str
-    default: str | None = None
-    cli: str | None = None
-    multiple: bool = False
-    flag: bool = False
-
-    @property
-    def flag_name(self) -> str:
-        """The CLI spelling."""
-        return self.cli or "--authconform-" + self.name.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        """The environment variable."""
-        return "AUTHCONFORM_" + self.name.upper()
-
-    @property
-    def ini(self) -> str:
-        """The ini key."""
-        return "authconform_" + self.name
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -78,20 +53,49 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+def _sub_options() -> tuple[Option, ...]:
+    """Options declared by the live-suite plugin module (authconform.live._pytest)."""
+    live_plugin = _live_plugin()
+    return () if live_plugin is None else tuple(getattr(live_plugin, "LIVE_OPTIONS", ()))
+
+
+def _live_plugin() -> Any:
+    """The live-suite sub-plugin module, or None while it does not exist."""
+    try:
+        return importlib.import_module("authconform.live._pytest")
+    except ModuleNotFoundError as exc:
+        if exc.name in ("authconform.live._pytest", "authconform.live"):
+            return None
+        raise
+
+
+OPTIONS = OPTIONS + _sub_options()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Declare every option of ``OPTIONS`` on the CLI and in the ini file."""
     group = parser.getgroup("authconform", "authconform conformance suite")
     for opt in OPTIONS:
         env_note = f" [env {opt.env}, ini {opt.ini}]"
         if opt.flag:
-            group.addoption(opt.flag_name, action="store_true", default=None, dest=opt.ini,
-                            help=opt.help + env_note)
+            group.addoption(
+                opt.flag_name,
+                action="store_true",
+                default=None,
+                dest=opt.ini,
+                help=opt.help + env_note,
+            )
             parser.addini(opt.ini, opt.help, type="bool", default=False)
         elif opt.multiple:
-            group.addoption(opt.flag_name, action="append", default=None, dest=opt.ini,
-                            help=opt.help + env_note)
-            parser.addini(opt.ini + "s" if not opt.ini.endswith("s") else opt.ini, opt.help,
-                          type="linelist", default=[])
+            group.addoption(
+                opt.flag_name, action="append", default=None, dest=opt.ini, help=opt.help + env_note
+            )
+            parser.addini(
+                opt.ini + "s" if not opt.ini.endswith("s") else opt.ini,
+                opt.help,
+                type="linelist",
+                default=[],
+            )
         else:
             group.addoption(opt.flag_name, default=None, dest=opt.ini, help=opt.help + env_note)
             parser.addini(opt.ini, opt.help, default=opt.default or "")
@@ -188,7 +192,11 @@ def _probe(spec: BackendSpec, settings: BackendSettings) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register markers; resolve backends (an unknown one is a usage error)."""
+    """Register markers and sub-plugins; resolve backends (unknown ones are usage errors)."""
+    live_plugin = _live_plugin()
+    if live_plugin is not None:
+        if not config.pluginmanager.is_registered(live_plugin):
+            config.pluginmanager.register(live_plugin, "authconform-live")
     config.addinivalue_line(
         "markers", "spec(*ids, level='MUST'): normative text this check enforces"
     )
@@ -279,7 +287,9 @@ def _check_capabilities(item: pytest.Item, backend: StorageBackend) -> None:
     marker = item.get_closest_marker("requires")
     if marker is None:
         return
-    missing = [c for c in marker.args if isinstance(c, Capability) and c not in backend.capabilities]
+    missing = [
+        c for c in marker.args if isinstance(c, Capability) and c not in backend.capabilities
+    ]
     if missing:
         names = ", ".join(c.value for c in missing)
         pytest.skip(f"not-applicable: backend {backend.name} does not declare {names}")

@@ -1,0 +1,1 @@
+"""Storage backends: memory, sqlite, redis (and fakeredis), postgres; the registry."""

@@ -82,7 +82,9 @@ def _load(path: str, what: str) -> Factory:
         if module_name.startswith("authconform.backends."):
             extra = module_name.rsplit(".", 1)[1]
             hint = f"; install the extra: pip install 'authconform[{extra}]'"
-        raise ConfigurationError(f"backend {what}: cannot import {module_name}: {exc}{hint}") from None
+        raise ConfigurationError(
+            f"backend {what}: cannot import {module_name}: {exc}{hint}"
+        ) from None
     target: object = module
     for part in attr.split("."):
         target = getattr(target, part, None)
@@ -100,8 +102,11 @@ def resolve(value: str) -> BackendSpec:
         module_name, _, attr = value.partition(":")
         if not module_name or not attr:
             raise ConfigurationError(f"backend {value!r}: expected package.module:factory")
-        return BackendSpec(name=attr if attr != "factory" else module_name.rsplit(".", 1)[-1],
-                           factory=_load(value, repr(value)), source=value)
+        return BackendSpec(
+            name=attr if attr != "factory" else module_name.rsplit(".", 1)[-1],
+            factory=_load(value, repr(value)),
+            source=value,
+        )
     if value in BUILTINS:
         return BackendSpec(value, _load(BUILTINS[value], repr(value)), "authconform (built-in)")
     if os.environ.get("AUTHCONFORM_NO_PLUGINS") != "1":

@@ -126,7 +126,9 @@ class MemoryBackend:
                 return ConsumeResult(ConsumeStatus.EXPIRED)
             data = json.loads(entry["record"])
             if data["consumed"]:
-                return ConsumeResult(ConsumeStatus.ALREADY_USED, record_from_json(cls, entry["record"]))
+                return ConsumeResult(
+                    ConsumeStatus.ALREADY_USED, record_from_json(cls, entry["record"])
+                )
             data["consumed"] = True
             entry["record"] = json.dumps(data)
             return ConsumeResult(ConsumeStatus.CONSUMED, record_from_json(cls, entry["record"]))
@@ -423,9 +425,7 @@ class MemoryBackend:
             raise InvalidArgument(f"ttl {ttl} exceeds max_lifetime {max_lifetime}")
         with self._store.lock:
             now = self._now()
-            stored = replace(
-                record, handle=key, created_at=now, max_expires_at=now + max_lifetime
-            )
+            stored = replace(record, handle=key, created_at=now, max_expires_at=now + max_lifetime)
             out = self._put("sessions", key, stored, ttl)
             self._store.subjects.setdefault(record.subject, set()).add(key)
             return out  # type: ignore[no-any-return]

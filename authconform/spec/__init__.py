@@ -1,0 +1,1 @@
+"""Spec ids and requirement tables."""
