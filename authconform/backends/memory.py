@@ -256,7 +256,10 @@ class MemoryBackend:
         key = hash_secret(check_id(token, "token"))
         with self._store.lock:
             live = self._live("access_tokens", key) is not None
-            self._table("access_tokens").pop(key, None)
+            entry = self._table("access_tokens").pop(key, None)
+            if entry is not None:
+                grant_id = json.loads(entry["record"])["grant_id"]
+                self._store.grants.get(grant_id, set()).discard(("access_tokens", key))
             return live
 
     def _revoke_grant_locked(self, grant_id: str) -> int:
