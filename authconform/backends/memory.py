@@ -44,6 +44,7 @@ from authconform.contract._validate import (
     check_record,
     check_ttl,
     hash_secret,
+    record_from_dict,
     record_from_json,
     record_to_json,
     secret_matches,
@@ -102,13 +103,18 @@ class MemoryBackend:
     def _table(self, kind: str) -> dict[str, dict[str, Any]]:
         return self._store.data[kind]
 
-    def _put(self, kind: str, key: str, record: Any, ttl: float) -> Any:
+    def _put(self, kind: str, key: str, record: Any, ttl: float, **fields: Any) -> Any:
+        """Store ``record`` (with ``fields`` set by the backend); return what was stored.
+
+        The stored form is JSON text, so the returned record (which shares only the
+        caller's own payload objects) can be mutated without touching the store.
+        """
         table = self._table(kind)
         if key in table:
             raise Conflict(f"{kind[:-1].replace('_', ' ')} already exists")
-        stored = replace(record, expires_at=self._now() + ttl)
+        stored = replace(record, expires_at=self._now() + ttl, **fields)
         table[key] = {"record": record_to_json(stored), "expires_at": stored.expires_at}
-        return record_from_json(type(record), table[key]["record"])
+        return stored
 
     def _live(self, kind: str, key: str) -> dict[str, Any] | None:
         entry = self._table(kind).get(key)
@@ -126,12 +132,10 @@ class MemoryBackend:
                 return ConsumeResult(ConsumeStatus.EXPIRED)
             data = json.loads(entry["record"])
             if data["consumed"]:
-                return ConsumeResult(
-                    ConsumeStatus.ALREADY_USED, record_from_json(cls, entry["record"])
-                )
+                return ConsumeResult(ConsumeStatus.ALREADY_USED, record_from_dict(cls, data))
             data["consumed"] = True
             entry["record"] = json.dumps(data)
-            return ConsumeResult(ConsumeStatus.CONSUMED, record_from_json(cls, entry["record"]))
+            return ConsumeResult(ConsumeStatus.CONSUMED, record_from_dict(cls, data))
 
     def _index_grant(self, grant_id: str, kind: str, key: str) -> None:
         self._store.grants.setdefault(grant_id, set()).add((kind, key))
@@ -218,7 +222,7 @@ class MemoryBackend:
         check_record(record, CodeRecord)
         ttl = check_ttl(ttl)
         with self._store.lock:
-            return self._put("codes", key, replace(record, consumed=False), ttl)  # type: ignore[no-any-return]
+            return self._put("codes", key, record, ttl, consumed=False)  # type: ignore[no-any-return]
 
     async def get_code(self, code: str) -> CodeRecord | None:
         """A live code or None."""
@@ -295,9 +299,7 @@ class MemoryBackend:
         check_record(record, RefreshTokenRecord)
         ttl = check_ttl(ttl)
         with self._store.lock:
-            stored = self._put(
-                "refresh_tokens", key, replace(record, rotated=False, revoked=False), ttl
-            )
+            stored = self._put("refresh_tokens", key, record, ttl, rotated=False, revoked=False)
             self._index_grant(record.grant_id, "refresh_tokens", key)
             return stored  # type: ignore[no-any-return]
 
@@ -322,20 +324,25 @@ class MemoryBackend:
                 return RotateResult(RotateStatus.NOT_FOUND)
             if self._now() >= entry["expires_at"]:
                 return RotateResult(RotateStatus.EXPIRED)
-            current = record_from_json(RefreshTokenRecord, entry["record"])
-            if current.revoked:
-                return RotateResult(RotateStatus.REVOKED, current)
-            if current.rotated:
-                self._revoke_grant_locked(current.grant_id)
+            data = json.loads(entry["record"])
+            if data["revoked"]:
+                return RotateResult(
+                    RotateStatus.REVOKED, record_from_dict(RefreshTokenRecord, data)
+                )
+            if data["rotated"]:
+                self._revoke_grant_locked(data["grant_id"])
                 return RotateResult(
                     RotateStatus.REUSED, record_from_json(RefreshTokenRecord, entry["record"])
                 )
             if new_key in table:
                 raise Conflict("the new refresh token already exists")
-            entry["record"] = record_to_json(replace(current, rotated=True))
-            stored = self._put("refresh_tokens", new_key, replace(current, rotated=False), ttl)
-            self._index_grant(current.grant_id, "refresh_tokens", new_key)
-            return RotateResult(RotateStatus.ROTATED, stored)
+            data["rotated"] = True
+            entry["record"] = json.dumps(data)
+            data["rotated"] = False
+            data["expires_at"] = self._now() + ttl
+            table[new_key] = {"record": json.dumps(data), "expires_at": data["expires_at"]}
+            self._index_grant(data["grant_id"], "refresh_tokens", new_key)
+            return RotateResult(RotateStatus.ROTATED, record_from_dict(RefreshTokenRecord, data))
 
     async def revoke_refresh_token(self, token: str) -> bool:
         """Mark one refresh token revoked."""
@@ -358,7 +365,7 @@ class MemoryBackend:
         check_record(record, StateRecord)
         ttl = check_ttl(ttl)
         with self._store.lock:
-            return self._put("states", key, replace(record, consumed=False), ttl)  # type: ignore[no-any-return]
+            return self._put("states", key, record, ttl, consumed=False)  # type: ignore[no-any-return]
 
     async def consume_state(self, state: str) -> ConsumeResult[StateRecord]:
         """Use a state once."""
@@ -372,7 +379,7 @@ class MemoryBackend:
         check_record(record, ResetTokenRecord)
         ttl = check_ttl(ttl)
         with self._store.lock:
-            return self._put("reset_tokens", key, replace(record, consumed=False), ttl)  # type: ignore[no-any-return]
+            return self._put("reset_tokens", key, record, ttl, consumed=False)  # type: ignore[no-any-return]
 
     async def consume_reset_token(self, token: str) -> ConsumeResult[ResetTokenRecord]:
         """Use a reset token once."""
@@ -388,7 +395,7 @@ class MemoryBackend:
         check_record(record, ChallengeRecord)
         ttl = check_ttl(ttl)
         with self._store.lock:
-            stored = self._put("challenges", key, replace(record, attempts=0), ttl)
+            stored = self._put("challenges", key, record, ttl, attempts=0)
             self._table("challenges")[key]["answer_hash"] = hash_secret(answer)
             return stored  # type: ignore[no-any-return]
 

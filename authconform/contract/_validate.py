@@ -6,6 +6,7 @@ A backend calls these first, so ``InvalidArgument`` is raised before the store i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -93,28 +94,39 @@ def check_payload(value: object, what: str = "payload") -> Mapping[str, JSON]:
     return value
 
 
+_ID_FIELDS = frozenset({"client_id", "subject", "grant_id"})
+_PAYLOAD_FIELDS = frozenset({"extra", "metadata"})
+_STR_FIELDS = frozenset({"redirect_uri", "code_challenge", "code_challenge_method", "resource"})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def check_record(record: object, cls: type[T]) -> T:
-    """Check a record's type, string ids and JSON payloads."""
-    if not isinstance(record, cls):
+    """Check a record's type, string ids, strings and JSON payloads (sizes included)."""
+    if type(record) is not cls:
         raise InvalidArgument(f"record must be a {cls.__name__}, got {type(record).__name__}")
-    for f in dataclasses.fields(record):  # type: ignore[arg-type]
-        value = getattr(record, f.name)
-        if f.name in ("client_id", "subject", "grant_id"):
-            check_id(value, f.name)
-        elif f.name in ("extra", "metadata"):
-            check_payload(value, f.name)
-        elif f.name == "scopes":
-            if not isinstance(value, tuple | list) or not all(isinstance(s, str) for s in value):
-                raise InvalidArgument("scopes must be a tuple of str")
-        elif f.name == "max_attempts":
-            check_positive_int(value, "max_attempts")
-        elif f.name in ("redirect_uri", "code_challenge", "code_challenge_method", "resource"):
+    for name in _field_names(cls):
+        value = getattr(record, name)
+        if name in _ID_FIELDS:
+            check_id(value, name)
+        elif name in _PAYLOAD_FIELDS:
+            check_payload(value, name)
+        elif name in _STR_FIELDS:
             if value is not None and not isinstance(value, str):
-                raise InvalidArgument(f"{f.name} must be a str")
+                raise InvalidArgument(f"{name} must be a str")
             if isinstance(value, str) and len(value) > 4 * MAX_ID_LENGTH:
-                raise InvalidArgument(f"{f.name} is too long")
-    dumps_json(record_to_dict(record), "record")
-    return record
+                raise InvalidArgument(f"{name} is longer than {4 * MAX_ID_LENGTH} characters")
+        elif name == "scopes":
+            if not isinstance(value, tuple | list) or not all(isinstance(x, str) for x in value):
+                raise InvalidArgument("scopes must be a tuple of str")
+            if sum(len(x) for x in value) > 4 * MAX_ID_LENGTH:
+                raise InvalidArgument(f"scopes are longer than {4 * MAX_ID_LENGTH} characters")
+        elif name == "max_attempts":
+            check_positive_int(value, "max_attempts")
+    return record  # type: ignore[return-value]
 
 
 def hash_secret(secret: str) -> str:
@@ -132,33 +144,33 @@ def secret_matches(secret: str, secret_hash: str | None) -> bool:
 def record_to_dict(record: Any) -> dict[str, JSON]:
     """A record as a plain JSON-ready dict (tuples become lists)."""
     out: dict[str, JSON] = {}
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
+    for name in _field_names(type(record)):
+        value = getattr(record, name)
         if isinstance(value, tuple):
             value = list(value)
         elif isinstance(value, Mapping):
             value = dict(value)
-        out[f.name] = value
+        out[name] = value
     return out
 
 
 def record_from_dict(cls: type[T], data: Mapping[str, JSON]) -> T:
     """Rebuild a record from ``record_to_dict`` output; unknown keys are ignored."""
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in data:
-            value = data[f.name]
-            if f.name == "scopes":
-                value = tuple(value)
-            kwargs[f.name] = value
+    kwargs: dict[str, Any] = {name: data[name] for name in _field_names(cls) if name in data}
+    if "scopes" in kwargs:
+        kwargs["scopes"] = tuple(kwargs["scopes"])
     return cls(**kwargs)
 
 
 def record_to_json(record: Any) -> str:
-    """Serialise a record."""
-    return dumps_json(record_to_dict(record), "record")
+    """Serialise a record (its payloads were size-checked by ``check_record``)."""
+    return _ENCODER.encode(record_to_dict(record))
 
 
 def record_from_json(cls: type[T], text: str | bytes) -> T:
     """Deserialise a record; every call returns a fresh object tree."""
-    return record_from_dict(cls, json.loads(text))
+    return record_from_dict(cls, _loads(text))
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+_loads = json.loads
