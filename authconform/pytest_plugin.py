@@ -12,7 +12,7 @@ import importlib
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -186,8 +186,9 @@ def _probe(spec: BackendSpec, settings: BackendSettings) -> None:
         opt = "redis_url" if spec.service == "redis" else "postgres_url"
         raise pytest.UsageError(
             f"backend {spec.name}: cannot reach {spec.service} at {url} ({detail}). "
-            f"Start {spec.service} there, or point at one with --authconform-{opt.replace('_', '-')}, "
-            f"env AUTHCONFORM_{opt.upper()} or ini authconform_{opt}."
+            f"Start {spec.service} there, or point at one with "
+            f"--authconform-{opt.replace('_', '-')}, env AUTHCONFORM_{opt.upper()} "
+            f"or ini authconform_{opt}."
         )
 
 
@@ -365,7 +366,9 @@ async def backend_factory(
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Turn a skip without a ``<category>: <sentence>`` reason into a failure."""
     report = yield
     if report.skipped and isinstance(report.longrepr, tuple) and not hasattr(report, "wasxfail"):

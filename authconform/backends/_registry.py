@@ -58,7 +58,7 @@ class BackendSpec:
     def outage_settings(self, settings: BackendSettings) -> BackendSettings | None:
         """Settings under which the store is down, or None if the backend has no store."""
         fn = getattr(self.factory, "outage_settings", None)
-        return None if fn is None else fn(settings)  # type: ignore[no-any-return]
+        return None if fn is None else fn(settings)
 
 
 def available() -> dict[str, str]:
@@ -92,7 +92,7 @@ def _load(path: str, what: str) -> Factory:
             raise ConfigurationError(f"backend {what}: {module_name} has no attribute {attr!r}")
     if not callable(target):
         raise ConfigurationError(f"backend {what}: {path} is not callable")
-    return target  # type: ignore[return-value]
+    return target
 
 
 def resolve(value: str) -> BackendSpec:

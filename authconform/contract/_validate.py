@@ -6,7 +6,6 @@ A backend calls these first, so ``InvalidArgument`` is raised before the store i
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import hmac
 import json
@@ -99,9 +98,14 @@ _PAYLOAD_FIELDS = frozenset({"extra", "metadata"})
 _STR_FIELDS = frozenset({"redirect_uri", "code_challenge", "code_challenge_method", "resource"})
 
 
-@functools.cache
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def check_record(record: object, cls: type[T]) -> T:
@@ -126,7 +130,7 @@ def check_record(record: object, cls: type[T]) -> T:
                 raise InvalidArgument(f"scopes are longer than {4 * MAX_ID_LENGTH} characters")
         elif name == "max_attempts":
             check_positive_int(value, "max_attempts")
-    return record  # type: ignore[return-value]
+    return record
 
 
 def hash_secret(secret: str) -> str:
