@@ -122,7 +122,7 @@ def setting(config: pytest.Config, name: str) -> Any:
         return bool(ini)
     if opt.multiple:
         values = [v.strip() for item in ini for v in item.split(",") if v.strip()]
-        return values or [opt.default]
+        return values or ([opt.default] if opt.default else [])
     return ini or opt.default
 
 

@@ -20,6 +20,7 @@ DOCS: dict[str, tuple[str, str]] = {
     "RFC6750": ("Bearer tokens", "https://www.rfc-editor.org/rfc/rfc6750"),
     "RFC7009": ("Token revocation", "https://www.rfc-editor.org/rfc/rfc7009"),
     "RFC7591": ("Dynamic client registration", "https://www.rfc-editor.org/rfc/rfc7591"),
+    "RFC7592": ("Dynamic client registration management", "https://www.rfc-editor.org/rfc/rfc7592"),
     "RFC7636": ("PKCE", "https://www.rfc-editor.org/rfc/rfc7636"),
     "RFC8414": ("AS metadata", "https://www.rfc-editor.org/rfc/rfc8414"),
     "RFC8707": ("Resource indicators", "https://www.rfc-editor.org/rfc/rfc8707"),
