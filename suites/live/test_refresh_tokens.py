@@ -1,0 +1,78 @@
+"""Refresh tokens: rotation, reuse detection, client binding (RFC 9700 section 4.14)."""
+
+import pytest
+
+from authconform.live import Live, expect_error, fail
+from authconform.live._pytest import note
+
+pytestmark = pytest.mark.live
+
+
+async def _refreshable(live: Live, confidential: bool = False):  # noqa: ANN202
+    client = await live.client(confidential=confidential)
+    _, tokens = await live.tokens(client)
+    if tokens.refresh_token is None:
+        pytest.skip("not-advertised: the token response carries no refresh_token")
+    return client, tokens
+
+
+@pytest.mark.spec("RFC9700-4.14.2", "OAUTH21-4.3.1")
+async def test_refresh_rotates_refresh_token(live: Live) -> None:
+    """A refresh for a public client returns a new refresh token and a working access token."""
+    client, tokens = await _refreshable(live)
+    ex = await live.refresh(client, tokens.refresh_token)
+    new = live.tokens_of(ex, "refresh")
+    if not new.refresh_token or new.refresh_token == tokens.refresh_token:
+        fail("the refresh response carries " + ("the same refresh token"
+             if new.refresh_token else "no refresh token"),
+             "a new refresh token (rotation) for a public client", [ex])
+
+
+@pytest.mark.spec("RFC9700-4.14.2")
+async def test_reused_refresh_token_revokes_family(live: Live) -> None:
+    """Reusing a rotated refresh token is refused and revokes the whole family."""
+    client, tokens = await _refreshable(live)
+    first = await live.refresh(client, tokens.refresh_token)
+    rotated = live.tokens_of(first, "refresh")
+    if not rotated.refresh_token or rotated.refresh_token == tokens.refresh_token:
+        pytest.skip("not-applicable: the server does not rotate (see the rotation check)")
+    reuse = await live.refresh(client, tokens.refresh_token)
+    expect_error(reuse, ("invalid_grant",), "reuse of a rotated refresh token", context=[first])
+    after = await live.refresh(client, rotated.refresh_token)
+    if after.status == 200:
+        fail("after reuse of a rotated refresh token, its successor still refreshes",
+             "the whole family revoked (reuse detection)", [first, reuse, after])
+    disc = await live.discovery()
+    if disc.mcp_url is not None:
+        ex, _ = await live.mcp(rotated.access_token, {"jsonrpc": "2.0", "id": 1,
+                                                      "method": "tools/list"})
+        if ex.status != 401:
+            fail(f"the family's access token still works after reuse: {ex.describe()}",
+                 "401: the family's access tokens revoked", [first, reuse, ex])
+
+
+@pytest.mark.spec("RFC9700-4.14.2", level="MAY")
+async def test_confidential_client_refresh_reuse_is_reported(
+    live: Live, request: pytest.FixtureRequest
+) -> None:
+    """For confidential clients a reuse grace period is allowed; it is reported, not failed."""
+    await live.endpoint("registration")
+    client, tokens = await _refreshable(live, confidential=True)
+    first = await live.refresh(client, tokens.refresh_token)
+    live.tokens_of(first, "refresh")
+    reuse = await live.refresh(client, tokens.refresh_token)
+    if reuse.status == 200:
+        note(request, "confidential client: a rotated refresh token was accepted again "
+                      "(grace period or no rotation)")
+    else:
+        note(request, f"confidential client: reuse refused ({reuse.describe()})")
+
+
+@pytest.mark.spec("RFC6749-6")
+async def test_refresh_token_is_bound_to_its_client(live: Live) -> None:
+    """Another client cannot use a client's refresh token."""
+    await live.endpoint("registration")
+    client, tokens = await _refreshable(live)
+    other = await live.new_client()
+    ex = await live.refresh(other, tokens.refresh_token)
+    expect_error(ex, ("invalid_grant",), "refresh with another client's refresh token")
