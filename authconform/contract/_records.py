@@ -87,7 +87,7 @@ class RefreshTokenRecord:
 class StateRecord:
     """A pending authorization request keyed by its ``state`` value (10 min, single use)."""
 
-    client_id: str = ""
+    client_id: str
     extra: Mapping[str, JSON] = field(default_factory=_empty)
     expires_at: float = 0.0
     consumed: bool = False
