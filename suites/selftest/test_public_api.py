@@ -1,0 +1,55 @@
+"""The public surface is listed in sorted ``__all__`` lists, and every listed name exists."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import pytest
+
+PUBLIC_MODULES = ["authconform", "authconform.contract"]
+
+
+def _isort_key(name: str) -> tuple[int, list[object]]:
+    """ruff RUF022 order: SCREAMING_CASE, then CamelCase, then the rest; natural within each."""
+    if name.isupper():
+        group = 0
+    elif name[:1].isupper():
+        group = 1
+    else:
+        group = 2
+    natural = [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+    return group, natural
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_all_is_sorted(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    names = list(module.__all__)
+    assert names == sorted(names, key=_isort_key), (
+        f"{module_name}.__all__ is not sorted (constants, classes, functions; "
+        f"alphabetical within each): expected {sorted(names, key=_isort_key)}"
+    )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    assert not duplicates, f"{module_name}.__all__ lists {duplicates} twice"
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_every_name_in_all_resolves(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert not missing, f"{module_name}.__all__ lists names the module lacks: {missing}"
+    namespace: dict[str, object] = {}
+    exec(f"from {module_name} import *", namespace)  # the star import is the API
+    assert set(module.__all__) <= set(namespace)
+
+
+def test_top_level_reexports_are_the_contract_objects() -> None:
+    import authconform
+    import authconform.contract
+    import authconform.errors
+
+    for name in authconform.__all__:
+        obj = getattr(authconform, name)
+        home = authconform.contract if hasattr(authconform.contract, name) else authconform.errors
+        assert obj is getattr(home, name), f"authconform.{name} is a different object"
