@@ -84,6 +84,8 @@ def dumps_json(value: JSON, what: str = "payload") -> str:
 
 def check_payload(value: object, what: str = "payload") -> Mapping[str, JSON]:
     """Return ``value`` if it is a JSON object within the size limit."""
+    if type(value) is dict and not value:
+        return value
     if not isinstance(value, Mapping):
         raise InvalidArgument(f"{what} must be a mapping, got {type(value).__name__}")
     for key in value:
@@ -146,15 +148,14 @@ def secret_matches(secret: str, secret_hash: str | None) -> bool:
 
 
 def record_to_dict(record: Any) -> dict[str, JSON]:
-    """A record as a plain JSON-ready dict (tuples become lists)."""
-    out: dict[str, JSON] = {}
-    for name in _field_names(type(record)):
-        value = getattr(record, name)
-        if isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        out[name] = value
+    """A record as a plain JSON-ready dict (payload mappings become dicts)."""
+    out: dict[str, JSON] = {name: getattr(record, name) for name in _field_names(type(record))}
+    for name in _PAYLOAD_FIELDS:
+        value = out.get(name)
+        if value is not None and type(value) is not dict:
+            out[name] = dict(value)
+    if "scopes" in out:
+        out["scopes"] = list(out["scopes"])
     return out
 
 

@@ -23,7 +23,7 @@ Every result is checked (a ``consume_code`` must return CONSUMED), so an error p
 never what gets timed.
 
 The backend runs in a fresh namespace ``ac_bench_<random>`` that is dropped at the end (never
-a FLUSH). The aims of issue 3 are printed as PASS/MISS; they do not change the exit code,
+a FLUSH). The aims of issue 2 (storage foundation) are printed as PASS/MISS; they do not change the exit code,
 which is 1 when a backend could not be measured.
 """
 
@@ -888,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render_table(results))
     print()
-    print("aims (issue 3):")
+    print("aims (issue 2):")
     for aim in aims:
         print(f"  {aim['verdict']:7}  {aim['aim']}: {aim['detail']}")
     if args.json:
