@@ -23,8 +23,8 @@ Every result is checked (a ``consume_code`` must return CONSUMED), so an error p
 never what gets timed.
 
 The backend runs in a fresh namespace ``ac_bench_<random>`` that is dropped at the end (never
-a FLUSH). The aims of issue 2 (storage foundation) are printed as PASS/MISS; they do not change the exit code,
-which is 1 when a backend could not be measured.
+a FLUSH). The aims of issue 2 (storage foundation) are printed as PASS/MISS; they do not change
+the exit code, which is 1 when a backend could not be measured.
 """
 
 from __future__ import annotations
