@@ -7,7 +7,15 @@
 from authconform.live._checks import CHECKS, CheckContext, ResponseCheck, response_check, run_checks
 from authconform.live._discovery import Discovery, discover, prm_url_for
 from authconform.live._expect import expect_401, expect_error, fail, oauth_error
-from authconform.live._flows import AuthResult, Client, Live, LiveConfig, McpOutcome, Tokens
+from authconform.live._flows import (
+    AuthorizationRequest,
+    AuthResult,
+    Client,
+    Live,
+    LiveConfig,
+    McpOutcome,
+    Tokens,
+)
 from authconform.live._record import Exchange, LiveFailure, Recorder
 from authconform.live._redact import Redactor
 from authconform.live._target import Target
@@ -15,6 +23,7 @@ from authconform.live._target import Target
 __all__ = [
     "CHECKS",
     "AuthResult",
+    "AuthorizationRequest",
     "CheckContext",
     "Client",
     "Discovery",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import importlib
 import inspect
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -18,12 +20,15 @@ from authconform.live._record import Exchange, LiveFailure
 from authconform.live._target import Target, origin
 
 __all__ = [
+    "BUILTIN_DRIVERS",
     "AuthResult",
+    "AuthorizationRequest",
     "Client",
     "Live",
     "LiveConfig",
     "McpOutcome",
     "Tokens",
+    "load_driver",
     "pkce_pair",
 ]
 
@@ -50,7 +55,8 @@ class LiveConfig:
     scope: str | None = None
     max_wait: float = 5.0
     flows: int = 20
-    server_log: str | None = None
+    server_log: tuple[str, ...] = ()
+    client_auth_method: str = "client_secret_post"
 
 
 @dataclass
@@ -158,14 +164,74 @@ class _Forms(HTMLParser):
                 self.forms[-1]["fields"].append((a["name"], a.get("value", "")))
 
 
-def _load_callable(spec: str) -> Callable[..., Any]:
-    module, _, attr = spec.partition(":")
-    fn: Any = importlib.import_module(module)
+BUILTIN_DRIVERS = ("auto", "redirect", "form")
+
+
+def load_driver(spec: str) -> Callable[..., Any]:
+    """Import a ``package.module:callable`` driver; ``ValueError`` saying why not."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(
+            f"expected {', '.join(BUILTIN_DRIVERS)} or package.module:callable, got {spec!r}"
+        )
+    try:
+        fn: Any = importlib.import_module(module)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module}: {exc}") from None
     for part in attr.split("."):
-        fn = getattr(fn, part)
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise ValueError(f"{module} has no attribute {attr!r}")
     if not callable(fn):
-        raise TypeError(f"driver {spec} is not callable")
+        raise ValueError(f"{spec} is not callable")
     return fn  # type: ignore[no-any-return]
+
+
+@dataclass
+class AuthorizationRequest:
+    """What a ``module:callable`` authorization driver gets (its one argument).
+
+    ``url`` is the complete authorization request (PKCE S256, state, resource) on the
+    instance under test; ``redirect_uri`` is where the flow must end. The driver does
+    whatever the server needs (log in, submit a consent form, run a browser) and returns
+    the final redirect URL to ``redirect_uri`` (carrying ``code`` or ``error``), or None
+    when the server answered with an error page or never redirected. A coroutine
+    function is awaited; a plain function runs in a worker thread (a blocking browser
+    script does not stall the harness).
+
+    ``fetch`` (async) and ``fetch_blocking`` (from a plain function's thread) send a
+    request through the harness's own client: never following redirects, only to the
+    named hosts, secrets redacted, and recorded as part of the check's transcript.
+    """
+
+    url: str
+    redirect_uri: str
+    state: str
+    client_id: str
+    instance: int
+    target: Any = field(repr=False)
+    exchanges: list[Exchange] = field(default_factory=list, repr=False)
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+
+    async def fetch(
+        self, method: str, url: str, *, data: dict[str, str] | None = None
+    ) -> Exchange:
+        """One request (relative URLs resolve against ``self.url``); the recorded exchange."""
+        ex = await self.target.request(
+            method.upper(), urljoin(self.url, url), purpose="authorize", data=data,
+            instance=self.instance,
+        )
+        self.exchanges.append(ex)
+        return ex  # type: ignore[no-any-return]
+
+    def fetch_blocking(
+        self, method: str, url: str, *, data: dict[str, str] | None = None
+    ) -> Exchange:
+        """``fetch`` for a plain (threaded) driver; bounded by twice the harness timeout."""
+        if self.loop is None:
+            raise RuntimeError("fetch_blocking is for plain-function drivers (run in a thread)")
+        future = asyncio.run_coroutine_threadsafe(self.fetch(method, url, data=data), self.loop)
+        return future.result(timeout=self.target.timeout * 2 + 1)
 
 
 class Live:
@@ -177,7 +243,10 @@ class Live:
         self._discovery: Discovery | None = None
         self._discovery_failure: LiveFailure | None = None
         self._clients: dict[str, Client] = {}
+        self._preregistered: Client | None = None
         self.created: list[tuple[Client, str, str]] = []
+        self.issued_to: Counter[str] = Counter()  # client_id -> token responses (200)
+        self.registered = 0  # clients registered dynamically by this run
         self.registrations: list[Client] = []
         self.log_source: Callable[[], str] | None = None
         port = 40000 + secrets.randbelow(20000)
@@ -238,12 +307,17 @@ class Live:
         )
         return ex
 
-    def client_metadata(self, *, confidential: bool = False, redirect_uri: str | None = None
-                        ) -> dict[str, Any]:
+    def client_metadata(
+        self,
+        *,
+        confidential: bool = False,
+        redirect_uri: str | None = None,
+        auth_method: str = "client_secret_post",
+    ) -> dict[str, Any]:
         """Metadata of a client this harness registers."""
         meta: dict[str, Any] = {
             "redirect_uris": [redirect_uri or self.default_redirect],
-            "token_endpoint_auth_method": "client_secret_post" if confidential else "none",
+            "token_endpoint_auth_method": auth_method if confidential else "none",
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
             "client_name": "authconform live check",
@@ -252,9 +326,15 @@ class Live:
             meta["scope"] = self.config.scope
         return meta
 
-    async def new_client(self, *, confidential: bool = False, instance: int = 0) -> Client:
+    async def new_client(
+        self,
+        *,
+        confidential: bool = False,
+        instance: int = 0,
+        auth_method: str = "client_secret_post",
+    ) -> Client:
         """Register a fresh client (RFC 7591); a failure if the server refuses."""
-        meta = self.client_metadata(confidential=confidential)
+        meta = self.client_metadata(confidential=confidential, auth_method=auth_method)
         self.target.redirect_uris.add(meta["redirect_uris"][0])
         ex = await self.register(meta, instance=instance)
         if ex.status not in (200, 201):
@@ -284,28 +364,65 @@ class Live:
             registration=body,
         )
         self.registrations.append(client)
+        self.registered += 1
         return client
 
-    async def client(self, *, confidential: bool = False) -> Client:
-        """The shared client of this run (pre-registered from options, or registered once)."""
-        key = "confidential" if confidential else "public"
-        if key in self._clients:
-            return self._clients[key]
+    def preregistered(self) -> Client | None:
+        """The client given with ``--authconform-client-id`` (None without one)."""
         cfg = self.config
-        if cfg.client_id and (bool(cfg.client_secret) == confidential):
+        if not cfg.client_id:
+            return None
+        if self._preregistered is None:
             client = Client(
                 client_id=cfg.client_id,
-                redirect_uri=self.default_redirect,
-                secret=cfg.client_secret,
-                auth_method="client_secret_post" if cfg.client_secret else "none",
+                redirect_uri=cfg.redirect_uri or self.default_redirect,
+                secret=cfg.client_secret or None,
+                auth_method=cfg.client_auth_method if cfg.client_secret else "none",
             )
             self.target.redirect_uris.add(client.redirect_uri)
-            if cfg.client_secret:
-                self.target.redactor.add_basic(cfg.client_id, cfg.client_secret)
+            if client.secret:
+                self.target.redactor.add_basic(client.client_id, client.secret)
+            self._preregistered = client
+        return self._preregistered
+
+    async def client(self, *, confidential: bool | None = None) -> Client:
+        """The shared client of this run for flows.
+
+        ``confidential=None``: the pre-registered client (``--authconform-client-id``) if
+        given, else one public client registered once. ``True``/``False``: a confidential
+        or public client: the pre-registered one when it is of that type, else one
+        registered dynamically (a ``not-advertised`` skip without a registration endpoint).
+        """
+        key = {None: "main", True: "confidential", False: "public"}[confidential]
+        if key in self._clients:
+            return self._clients[key]
+        pre = self.preregistered()
+        if pre is not None and (confidential is None or pre.public != confidential):
+            client = pre
+        elif confidential:
+            client = await self.new_client(
+                confidential=True, auth_method=await self._secret_method()
+            )
         else:
-            client = await self.new_client(confidential=confidential)
+            client = await self.new_client()
         self._clients[key] = client
         return client
+
+    async def _secret_method(self) -> str:
+        """A secret-based token endpoint auth method the server advertises (post first)."""
+        import pytest
+
+        meta = (await self.discovery()).metadata
+        methods = meta.get("token_endpoint_auth_methods_supported")
+        if not isinstance(methods, list):
+            return "client_secret_basic"  # RFC 8414 section 2: the default
+        for method in ("client_secret_post", "client_secret_basic"):
+            if method in methods:
+                return method
+        pytest.skip(
+            "not-advertised: token_endpoint_auth_methods_supported lists neither "
+            f"client_secret_post nor client_secret_basic ({methods!r})"
+        )
 
     def _client_auth(
         self, client: Client, data: dict[str, str], headers: dict[str, str]
@@ -356,16 +473,9 @@ class Live:
         result = AuthResult([], verifier, state, redirect)
         url = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
         driver = self.config.driver
-        if driver not in ("auto", "redirect", "form"):
-            fn = _load_callable(driver)
-            final = fn(url, redirect)
-            if inspect.isawaitable(final):
-                final = await final
-            result.location = str(final) if final else None
-            if result.location:
-                self.target._learn_response(Exchange("GET", url, "authorize",
-                                                     headers={"location": result.location}))
-            return result
+        if driver not in BUILTIN_DRIVERS:
+            return await self._external(driver, result, url, client_id or client.client_id,
+                                        instance)
         ex = await self.target.request("GET", url, purpose="authorize", instance=instance)
         result.exchanges.append(ex)
         for _ in range(6):
@@ -412,6 +522,54 @@ class Live:
             return result
         return result
 
+    async def _external(
+        self, driver: str, result: AuthResult, url: str, client_id: str, instance: int
+    ) -> AuthResult:
+        """Run a ``module:callable`` driver (see ``AuthorizationRequest``)."""
+        try:
+            fn = load_driver(driver)
+        except ValueError as exc:
+            raise LiveFailure(
+                f"authorization driver {driver}: {exc}",
+                "an importable package.module:callable (--authconform-driver)",
+                [],
+            ) from None
+        request = AuthorizationRequest(
+            url=url, redirect_uri=result.redirect_uri, state=result.state,
+            client_id=client_id, instance=instance, target=self.target,
+            exchanges=result.exchanges,
+        )
+        try:
+            if inspect.iscoroutinefunction(fn):
+                final = await fn(request)
+            else:
+                request.loop = asyncio.get_running_loop()
+                async with asyncio.timeout(self.target.timeout * 6):
+                    final = await asyncio.to_thread(fn, request)
+                if inspect.isawaitable(final):
+                    final = await final
+        except LiveFailure:
+            raise
+        except Exception as exc:  # a user's driver: report it, never crash the harness
+            kind = "timed out" if isinstance(exc, TimeoutError) else "raised"
+            raise LiveFailure(
+                f"authorization driver {driver} {kind}: {type(exc).__name__}: {exc}",
+                "the final redirect URL (or None for an error page) from the driver",
+                result.exchanges,
+            ) from None
+        if final is not None and not isinstance(final, str):
+            raise LiveFailure(
+                f"authorization driver {driver} returned {type(final).__name__}",
+                "the final redirect URL as a str, or None",
+                result.exchanges,
+            )
+        result.location = urljoin(url, final) if final else None
+        if result.location:
+            self.target._learn_response(
+                Exchange("GET", url, "authorize", headers={"location": result.location})
+            )
+        return result
+
     # -- tokens ----------------------------------------------------------------------------
     async def token_request(
         self, client: Client, data: dict[str, str], *, instance: int = 0, auth: bool = True
@@ -433,6 +591,8 @@ class Live:
             return
         body = ex.json_body()
         if isinstance(body, dict):
+            if isinstance(body.get("access_token"), str):
+                self.issued_to[client.client_id] += 1
             for kind in ("refresh_token", "access_token"):
                 if isinstance(body.get(kind), str):
                     self.created.append((client, body[kind], kind))

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from authconform._options import Option
 from authconform.live._checks import run_checks
-from authconform.live._flows import Live, LiveConfig
+from authconform.live._flows import BUILTIN_DRIVERS, Live, LiveConfig, load_driver
 from authconform.live._record import LiveFailure, Recorder, format_exchanges
 from authconform.live._redact import Redactor
 from authconform.live._reference import (
@@ -42,13 +42,36 @@ LIVE_OPTIONS: tuple[Option, ...] = (
         cli="--server-url",
         multiple=True,
     ),
-    Option("driver", "authorization driver: auto, redirect, form or module:callable", "auto"),
-    Option("client_id", "a pre-registered client id (else dynamic registration)"),
-    Option("client_secret", "the pre-registered client's secret (confidential client)"),
+    Option(
+        "driver",
+        "authorization driver: auto, redirect, form or package.module:callable (called with "
+        "an authconform.live.AuthorizationRequest, returns the final redirect URL)",
+        "auto",
+    ),
+    Option(
+        "client_id",
+        "a pre-registered client id, used for the flows (checks of dynamic registration "
+        "still run when the server advertises it); needs --authconform-redirect-uri",
+    ),
+    Option(
+        "client_secret",
+        "the pre-registered client's secret (a confidential client; prefer the env variable)",
+    ),
+    Option(
+        "client_auth",
+        "how the pre-registered confidential client authenticates: client_secret_post "
+        "or client_secret_basic",
+        "client_secret_post",
+    ),
     Option("redirect_uri", "redirect URI of the pre-registered client"),
     Option("scope", "scope to request (default: none)"),
     Option("max_wait", "longest token lifetime (s) the expiry check waits out", "5"),
-    Option("server_log", "the target's log file, checked for leaked tokens and secrets"),
+    Option(
+        "server_log",
+        "the target's log file, checked for leaked tokens and secrets (repeat for the log "
+        "of each process)",
+        multiple=True,
+    ),
     Option("flows", "how many flows the repeated-flow check runs", "20"),
     Option("timeout", "HTTP timeout per request (s)", "10"),
     Option(
@@ -70,6 +93,7 @@ _WARNED = pytest.StashKey[list[str]]()
 _NOTES = pytest.StashKey[list[str]]()
 _SOFT = ("SHOULD", "SHOULD NOT", "MAY")
 _PROCESS_LOCAL = ("memory", "fakeredis")
+_CLIENT_AUTH = ("client_secret_post", "client_secret_basic")
 
 
 def run_last(order: int) -> Any:
@@ -121,9 +145,30 @@ def _targets(config: pytest.Config) -> list[TargetSpec]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Prepare the warning and note lists."""
+    """Prepare the warning and note lists; check the driver and client options."""
     config.stash[_WARNED] = []
     config.stash[_NOTES] = []
+    driver = _setting(config, "driver") or "auto"
+    if driver not in BUILTIN_DRIVERS:
+        try:
+            load_driver(driver)
+        except ValueError as exc:
+            raise pytest.UsageError(
+                f"--authconform-driver={driver!r}: {exc} (use {', '.join(BUILTIN_DRIVERS)} "
+                "or an importable package.module:callable)"
+            ) from None
+    if _setting(config, "client_id") and not _setting(config, "redirect_uri"):
+        raise pytest.UsageError(
+            "--authconform-client-id needs --authconform-redirect-uri: the redirect URI "
+            "registered for that client"
+        )
+    if _setting(config, "client_secret") and not _setting(config, "client_id"):
+        raise pytest.UsageError("--authconform-client-secret needs --authconform-client-id")
+    auth = _setting(config, "client_auth")
+    if auth not in _CLIENT_AUTH:
+        raise pytest.UsageError(
+            f"--authconform-client-auth={auth!r}: use {' or '.join(_CLIENT_AUTH)}"
+        )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -175,7 +220,8 @@ async def live_session(
         scope=_setting(config, "scope"),
         max_wait=_number(config, "max_wait"),
         flows=int(_number(config, "flows")),
-        server_log=_setting(config, "server_log"),
+        server_log=tuple(p for p in _setting(config, "server_log") if p),
+        client_auth_method=_setting(config, "client_auth"),
     )
     timeout = _number(config, "timeout")
     server: ReferenceServer | None = None
@@ -204,7 +250,7 @@ async def live_session(
             )
         except StartError as exc:
             pytest.skip(f"unavailable: reference server over {spec.name}: {exc}")
-        urls = [u + "/mcp" for u in server.urls]
+        urls = [u if _as_only(extra) else u + "/mcp" for u in server.urls]
         if spec.name not in _PROCESS_LOCAL:
             drop = (spec, namespace, workdir)
     redactor = Redactor()
@@ -213,11 +259,19 @@ async def live_session(
     if server is not None:
         live.log_source = server.log_text
     elif cfg.server_log:
-        log_path = Path(cfg.server_log)
-        live.log_source = lambda: log_path.read_text("utf-8", "replace")
+        log_paths = [Path(p) for p in cfg.server_log]
+        live.log_source = lambda: "\n".join(
+            p.read_text("utf-8", "replace") for p in log_paths if p.exists()
+        )
     try:
         yield live
     finally:
+        if cfg.client_id:
+            used = live.issued_to.get(cfg.client_id, 0)
+            config.stash[_NOTES].append(
+                f"{target.name}: pre-registered client {cfg.client_id}: {used} token "
+                f"responses; {live.registered} clients registered dynamically"
+            )
         target.recorder = Recorder()
         try:
             problems = await live.cleanup()
@@ -229,6 +283,13 @@ async def live_session(
                 server.stop()
             if drop is not None:
                 await _drop(config, *drop)
+
+
+def _as_only(args: list[str]) -> bool:
+    """True when the reference server's arguments make it an authorization server only."""
+    if "--no-mcp" in args or "--role=as" in args:
+        return True
+    return any(a == "--role" and b == "as" for a, b in zip(args, args[1:], strict=False))
 
 
 async def _drop(config: pytest.Config, spec: Any, namespace: str, workdir: Path) -> None:
@@ -319,12 +380,14 @@ def _redact_report(report: pytest.TestReport, redactor: Redactor) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, Any, Any]:
-    """Format live failures, redact everything, and downgrade SHOULD failures to warnings."""
+    """Format live failures, redact live reports, and downgrade SHOULD failures to warnings.
+
+    The severity comes from the check's ``spec`` marker (``level=``), or from the
+    ``LiveFailure`` when it names its own spec reference, so it applies to every test
+    with ``@pytest.mark.spec(..., level="SHOULD")``, live or not.
+    """
     report: Any = yield
     live = item.stash.get(_LIVE, None)
-    if live is None:
-        return report
-    redactor = live.target.redactor
     failure = None
     if call.excinfo is not None and isinstance(call.excinfo.value, LiveFailure):
         failure = call.excinfo.value
@@ -336,13 +399,25 @@ def pytest_runtest_makereport(
                 [failure.headline(), *lines, "", format_exchanges(failure.exchanges)]
             ).rstrip()
             report.longrepr = text
-    _redact_report(report, redactor)
-    if report.when == "call" and report.failed and level in _SOFT:
+    if live is not None:
+        _redact_report(report, live.target.redactor)
+    if (
+        report.when == "call"
+        and report.failed
+        and call.excinfo is not None
+        and level in _SOFT
+    ):
         if not _setting(item.config, "strict"):
-            headline = str(report.longrepr).splitlines()[0] if report.longrepr else "failed"
+            if failure is None:
+                headline = (call.excinfo.exconly().strip().splitlines() or ["failed"])[0]
+                if live is not None:
+                    headline = live.target.redactor.redact(headline)
+            else:
+                headline = str(report.longrepr).splitlines()[0] if report.longrepr else "failed"
             report.outcome = "passed"
-            report.user_properties.append(("authconform_outcome", "warned"))
-            report.user_properties.append(("authconform_warning", headline))
+            for prop in (("authconform_outcome", "warned"), ("authconform_warning", headline)):
+                report.user_properties.append(prop)
+                item.user_properties.append(prop)  # JUnit XML reads the teardown report's
             report.sections.append(("authconform warning", str(report.longrepr)))
             report.longrepr = None
             item.config.stash[_WARNED].append(f"{item.nodeid}: {headline}")

@@ -619,7 +619,9 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
     ``GET /.well-known/oauth-protected-resource[/mcp]`` (RFC 9728),
     ``POST P/register`` (RFC 7591), ``GET|POST P/authorize``, ``POST P/consent``,
     ``POST P/token``, ``POST P/revoke`` (RFC 7009), ``/mcp`` (streamable HTTP, bearer).
-    The backend is closed when the app shuts down.
+    The backend is closed when the app shuts down. ``config.role`` ``as`` leaves out the
+    MCP endpoint and the protected-resource metadata; ``rs`` leaves out every
+    authorization-server endpoint (its resource metadata names ``config.issuer``).
     """
     provider: Any = StoreProvider(backend, config)
     if config.provider_wrapper is not None:
@@ -850,30 +852,39 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
         "/.well-known/oauth-protected-resource",
     }
     routes: list[Route] = []
-    for path in sorted(metadata_paths):
-        routes.append(
-            Route(path, cors(sdk_metadata.handle, ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"])
-        )
-    for path in sorted(prm_paths):
-        routes.append(
-            Route(path, cors(sdk_prm.handle, ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"])
-        )
-    routes += [
-        Route(base + "/authorize", limited(authorize), methods=["GET", "POST"]),
-        Route(base + CONSENT_PATH, limited(consent), methods=["POST"]),
-        Route(base + "/token", cors(token, ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]),
-        Route(base + "/register", cors(register, ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]),
-        Route(base + "/revoke", cors(revoke, ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]),
-        Route(resource_path or "/", mcp_app),
-    ]
+    if config.serves_as:
+        for path in sorted(metadata_paths):
+            routes.append(
+                Route(
+                    path, cors(sdk_metadata.handle, ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"]
+                )
+            )
+        routes += [
+            Route(base + "/authorize", limited(authorize), methods=["GET", "POST"]),
+            Route(base + CONSENT_PATH, limited(consent), methods=["POST"]),
+            Route(base + "/token", cors(token, ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]),
+            Route(
+                base + "/register", cors(register, ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]
+            ),
+            Route(base + "/revoke", cors(revoke, ["POST", "OPTIONS"]), methods=["POST", "OPTIONS"]),
+        ]
+    if config.serves_mcp:
+        for path in sorted(prm_paths):
+            routes.append(
+                Route(path, cors(sdk_prm.handle, ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"])
+            )
+        routes.append(Route(resource_path or "/", mcp_app))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with session_manager.run():
-            try:
+        try:
+            if config.serves_mcp:
+                async with session_manager.run():
+                    yield
+            else:
                 yield
-            finally:
-                await backend.close()
+        finally:
+            await backend.close()
 
     app: ASGIApp = Starlette(
         routes=routes,

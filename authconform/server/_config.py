@@ -21,8 +21,10 @@ from authconform.errors import ConfigurationError
 __all__ = [
     "ENDPOINTS",
     "ENV_VAR",
+    "ROLES",
     "Delay",
     "Fault",
+    "Role",
     "ServerConfig",
     "load_callable",
     "parse_delay",
@@ -45,6 +47,8 @@ ENDPOINTS: dict[str, str] = {
 }
 
 ConsentMode = Literal["auto", "form"]
+Role = Literal["both", "as", "rs"]
+ROLES: tuple[str, ...] = ("both", "as", "rs")
 
 
 def _rate(text: str, what: str) -> float:
@@ -157,6 +161,13 @@ class ServerConfig:
     - ``subject``: the resource owner every grant is issued for (there is no login).
     - ``fault_seed``: seed of the fault/delay dice (None: random).
     - ``access_log``: uvicorn access log (query strings are always redacted).
+    - ``role``: ``both`` (authorization server + MCP resource server, the default),
+      ``as`` (authorization server only: no MCP endpoint and no protected-resource
+      metadata, a legitimate deployment), or ``rs`` (MCP endpoint + protected-resource
+      metadata only; ``issuer`` is then the issuer of the authorization server that lives
+      elsewhere and ``resource`` is required). A split deployment runs one ``as`` and one
+      ``rs`` over the same backend and namespace: the resource server validates the
+      tokens the authorization server stored.
     """
 
     issuer: str = "http://127.0.0.1:8000"
@@ -174,6 +185,7 @@ class ServerConfig:
     subject: str = "authconform-user"
     fault_seed: int | None = None
     access_log: bool = True
+    role: Role = "both"
 
     def __post_init__(self) -> None:
         """Validate eagerly so that a bad value is a usage error, not a 500 later."""
@@ -188,10 +200,26 @@ class ServerConfig:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
         if self.consent not in ("auto", "form"):
             raise ConfigurationError(f"consent {self.consent!r}: use auto or form")
+        if self.role not in ROLES:
+            raise ConfigurationError(f"role {self.role!r}: use one of {', '.join(ROLES)}")
+        if self.role == "rs" and self.resource is None:
+            raise ConfigurationError(
+                "role rs needs the resource URL (the MCP endpoint it serves)"
+            )
         if self.resource is not None:
             res = urlparse(self.resource)
             if res.scheme not in ("http", "https") or not res.netloc or res.fragment:
                 raise ConfigurationError(f"resource {self.resource!r} must be an absolute URL")
+
+    @property
+    def serves_as(self) -> bool:
+        """True when this process serves the authorization-server endpoints."""
+        return self.role != "rs"
+
+    @property
+    def serves_mcp(self) -> bool:
+        """True when this process serves the MCP endpoint and its resource metadata."""
+        return self.role != "as"
 
     @property
     def issuer_url(self) -> str:
@@ -231,6 +259,7 @@ class ServerConfig:
                 "subject": self.subject,
                 "fault_seed": self.fault_seed,
                 "access_log": self.access_log,
+                "role": self.role,
             }
         )
 
@@ -251,6 +280,7 @@ class ServerConfig:
             subject=data.get("subject", "authconform-user"),
             fault_seed=data.get("fault_seed"),
             access_log=bool(data.get("access_log", True)),
+            role=data.get("role", "both"),
         )
         return config.with_wrappers(tuple(data.get("wrapper_paths", ())))
 

@@ -4,6 +4,11 @@
 
     authconform serve --backend redis://127.0.0.1:6379/0 --port 8000 --workers 4
     authconform serve --backend memory --port 0 --consent form --fault token:503:0.1
+    authconform serve --backend memory --port 0 --no-mcp      # authorization server only
+    # a split deployment: the MCP server's authorization server on another origin
+    authconform serve --backend sqlite:///tmp/a.db --port 9000 --role as
+    authconform serve --backend sqlite:///tmp/a.db --port 9001 --role rs \
+        --authorization-server http://127.0.0.1:9000
 
 Prints exactly one line to stdout once the socket is bound (so a harness can read the
 port with ``--port 0``)::
@@ -30,10 +35,13 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from authconform.contract import BackendSettings, StorageBackend
 from authconform.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from authconform.server._config import Role
 
 __all__ = ["BACKEND_ENV", "RedactQueryFilter", "backend_from_env", "backend_from_spec", "main"]
 
@@ -136,7 +144,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     p.add_argument("--issuer", help="issuer URL (default http://HOST:PORT)")
-    p.add_argument("--resource", help="MCP resource URL tokens are bound to (default ISSUER/mcp)")
+    p.add_argument(
+        "--resource",
+        help="MCP resource URL tokens are bound to (default ISSUER/mcp; --role rs: "
+        "http://HOST:PORT/mcp)",
+    )
+    p.add_argument(
+        "--role",
+        choices=("both", "as", "rs"),
+        default="both",
+        help="both: authorization server + MCP server (default); as: authorization server "
+        "only; rs: MCP server + protected-resource metadata only, naming "
+        "--authorization-server (run one of each over the same backend and namespace for "
+        "a split deployment)",
+    )
+    p.add_argument(
+        "--no-mcp",
+        action="store_true",
+        help="same as --role as: no /mcp route and no protected-resource metadata",
+    )
+    p.add_argument(
+        "--authorization-server",
+        metavar="ISSUER",
+        help="--role rs: issuer URL of the authorization server tokens come from",
+    )
     p.add_argument("--access-ttl", type=float, default=3600.0, help="seconds")
     p.add_argument("--refresh-ttl", type=float, default=86400.0, help="seconds")
     p.add_argument("--code-ttl", type=float, default=300.0, help="seconds")
@@ -178,6 +209,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _role(args: argparse.Namespace) -> Role:
+    """The role from ``--role``/``--no-mcp``/``--authorization-server`` (checked)."""
+    role: str = args.role
+    if args.no_mcp:
+        if role == "rs":
+            raise ConfigurationError("--no-mcp contradicts --role rs")
+        role = "as"
+    if role == "rs":
+        if not args.authorization_server:
+            raise ConfigurationError(
+                "--role rs needs --authorization-server ISSUER (the authorization server's "
+                "issuer URL, named in the protected-resource metadata)"
+            )
+        if args.issuer:
+            raise ConfigurationError(
+                "--role rs serves no issuer; name the authorization server with "
+                "--authorization-server"
+            )
+    elif args.authorization_server:
+        raise ConfigurationError("--authorization-server is only for --role rs")
+    return cast("Role", role)
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -215,13 +269,21 @@ def main(argv: list[str] | None = None) -> int:
         resolve(name)  # unknown names fail here, with the list of available ones
         faults = tuple(parse_fault(f) for f in args.fault)
         delays = tuple(parse_delay(d) for d in args.delay)
+        role = _role(args)
         sock = _bind(args.host, args.port)
         port = sock.getsockname()[1]
         url_host = f"[{args.host}]" if ":" in args.host else args.host
         listen_url = f"http://{url_host}:{port}"
+        if role == "rs":
+            issuer = args.authorization_server
+            resource = args.resource or listen_url + "/mcp"
+        else:
+            issuer = args.issuer or listen_url
+            resource = args.resource
         config = ServerConfig(
-            issuer=args.issuer or listen_url,
-            resource=args.resource,
+            role=role,
+            issuer=issuer,
+            resource=resource,
             access_ttl=args.access_ttl,
             refresh_ttl=args.refresh_ttl,
             code_ttl=args.code_ttl,

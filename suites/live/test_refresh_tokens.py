@@ -8,7 +8,7 @@ from authconform.live._pytest import note
 pytestmark = pytest.mark.live
 
 
-async def _refreshable(live: Live, confidential: bool = False):  # noqa: ANN202
+async def _refreshable(live: Live, confidential: bool | None = False):  # noqa: ANN202
     client = await live.client(confidential=confidential)
     _, tokens = await live.tokens(client)
     if tokens.refresh_token is None:
@@ -30,8 +30,14 @@ async def test_refresh_rotates_refresh_token(live: Live) -> None:
 
 @pytest.mark.spec("RFC9700-4.14.2")
 async def test_reused_refresh_token_revokes_family(live: Live) -> None:
-    """Reusing a rotated refresh token is refused and revokes the whole family."""
+    """A public client's reuse of a rotated refresh token is refused and revokes the family.
+
+    RFC 9700 4.14.2: for public clients the authorization server MUST detect refresh
+    token reuse (rotation with reuse detection) when it does not sender-constrain them.
+    """
     client, tokens = await _refreshable(live)
+    if not client.public:
+        pytest.skip("not-applicable: no public client (registration not advertised)")
     first = await live.refresh(client, tokens.refresh_token)
     rotated = live.tokens_of(first, "refresh")
     if not rotated.refresh_token or rotated.refresh_token == tokens.refresh_token:
@@ -55,24 +61,44 @@ async def test_reused_refresh_token_revokes_family(live: Live) -> None:
 async def test_confidential_client_refresh_reuse_is_reported(
     live: Live, request: pytest.FixtureRequest
 ) -> None:
-    """For confidential clients a reuse grace period is allowed; it is reported, not failed."""
-    await live.endpoint("registration")
+    """A confidential client's reuse of a rotated refresh token is reported, never failed.
+
+    RFC 9700 4.14.2: refresh tokens for public clients MUST be sender-constrained or use
+    rotation; for a confidential client the client authentication binds the token, so a
+    grace period for reuse (or no rotation at all) is allowed. The outcome is recorded as
+    the ``authconform_refresh_reuse`` property and a summary note: ``refused`` (the
+    family revoked), ``refused-family-kept``, ``grace-period`` or ``no-rotation``.
+    """
     client, tokens = await _refreshable(live, confidential=True)
+    if client.public:
+        pytest.skip("not-applicable: the server registered the confidential client "
+                    "without a client secret")
     first = await live.refresh(client, tokens.refresh_token)
-    live.tokens_of(first, "refresh")
-    reuse = await live.refresh(client, tokens.refresh_token)
-    if reuse.status == 200:
-        note(request, "confidential client: a rotated refresh token was accepted again "
-                      "(grace period or no rotation)")
+    rotated = live.tokens_of(first, "refresh (confidential client)")
+    how = f"confidential client ({client.auth_method})"
+    if not rotated.refresh_token or rotated.refresh_token == tokens.refresh_token:
+        outcome, text = "no-rotation", f"{how}: refresh tokens are not rotated"
     else:
-        note(request, f"confidential client: reuse refused ({reuse.describe()})")
+        reuse = await live.refresh(client, tokens.refresh_token)
+        if reuse.status == 200:
+            outcome = "grace-period"
+            text = (f"{how}: a rotated refresh token was accepted again "
+                    f"({reuse.describe()}): grace period")
+        else:
+            after = await live.refresh(client, rotated.refresh_token)
+            kept = after.status == 200
+            outcome = "refused-family-kept" if kept else "refused"
+            text = (f"{how}: reuse of a rotated refresh token refused ({reuse.describe()}); "
+                    + ("its family kept working" if kept else "its family revoked"))
+    request.node.user_properties.append(("authconform_refresh_reuse", outcome))
+    note(request, text)
 
 
 @pytest.mark.spec("RFC6749-6")
 async def test_refresh_token_is_bound_to_its_client(live: Live) -> None:
     """Another client cannot use a client's refresh token."""
     await live.endpoint("registration")
-    client, tokens = await _refreshable(live)
+    client, tokens = await _refreshable(live, confidential=None)
     other = await live.new_client()
     ex = await live.refresh(other, tokens.refresh_token)
     expect_error(ex, ("invalid_grant",), "refresh with another client's refresh token")
