@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from authconform._options import Option
+from authconform._urls import safe_url
 from authconform.backends._registry import BackendSpec, resolve
 from authconform.contract import BackendSettings, Capability, FakeClock, StorageBackend
 from authconform.errors import ConfigurationError
@@ -185,7 +186,7 @@ def _probe(spec: BackendSpec, settings: BackendSettings) -> None:
         url = settings.redis_url if spec.service == "redis" else settings.postgres_url
         opt = "redis_url" if spec.service == "redis" else "postgres_url"
         raise pytest.UsageError(
-            f"backend {spec.name}: cannot reach {spec.service} at {url} ({detail}). "
+            f"backend {spec.name}: cannot reach {spec.service} at {safe_url(url)} ({detail}). "
             f"Start {spec.service} there, or point at one with "
             f"--authconform-{opt.replace('_', '-')}, env AUTHCONFORM_{opt.upper()} "
             f"or ini authconform_{opt}."

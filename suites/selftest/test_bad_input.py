@@ -6,6 +6,7 @@ marker, each run through pytester on a throw-away project.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 
@@ -104,6 +105,27 @@ def test_unreachable_postgres_is_one_clear_line(project: pytest.Pytester) -> Non
     line = assert_clean_usage_error(result)
     assert f"127.0.0.1:{port}" in line, line
     assert "--authconform-postgres-url" in line and "AUTHCONFORM_POSTGRES_URL" in line, line
+
+
+@pytest.mark.parametrize("service", ["redis", "postgres"])
+def test_unreachable_store_message_never_shows_the_password(
+    project: pytest.Pytester, service: str
+) -> None:
+    project.makepyfile(test_check=STORE_CHECK)
+    port = free_port()
+    password = "hunter2-" + os.urandom(6).hex()
+    url = (
+        f"redis://user:{password}@127.0.0.1:{port}/0"
+        if service == "redis"
+        else f"postgresql://postgres:{password}@127.0.0.1:{port}/test"
+    )
+    result = project.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--backend={service}", f"--authconform-{service}-url={url}"
+    )
+    line = assert_clean_usage_error(result)
+    assert f"127.0.0.1:{port}" in line, line
+    output = result.stdout.str() + result.stderr.str()
+    assert password not in output, "the store's password appears in the output"
 
 
 def test_unreachable_store_is_not_probed_when_no_check_needs_a_backend(
