@@ -2,16 +2,19 @@
 
 For each worker count (default 1 and 4) it starts, on 127.0.0.1 only:
 
-- the reference server over Redis (``authconform serve --backend REDIS_URL --workers N``),
-  gets an access token through the real flow (registration, /authorize with PKCE S256,
-  /token) and drives an authenticated MCP ``tools/call`` (``echo``);
+- the reference server over Redis (``authconform serve --backend REDIS_URL --workers N
+  --mcp-impl IMPL``), once per MCP implementation (``--impls``, default ``lean,sdk``: our
+  endpoint and the SDK's stateless transport), gets an access token through the real
+  flow (registration, /authorize with PKCE S256, /token) and drives an authenticated MCP
+  ``tools/call`` (``echo``) at each protocol revision of ``--protocols``;
 - the floor: a bare Starlette endpoint doing one Redis GET, under the same uvicorn
   settings (``--workers N --loop uvloop --http httptools``, no access log).
 
 Load comes from Locust, always as a subprocess (``loadtests/locustfile.py --headless``,
 closed-loop users, bounded ``--run-time``), with ``--json-file`` and ``--csv`` under
-``reports/bench/``. It reports requests/s, p50 and p99 of each and the ratio of the hot
-path to the floor (the aim: within 2x), and writes ``reports/bench/server_bench.json``.
+``reports/bench/``. It reports requests/s, p50 and p99 of each, the ratio of the floor's
+requests/s to each hot-path run's and PASS/MISS against the aim (within 2x of the floor,
+``--aim``), and writes ``reports/bench/server_bench.json``.
 
 Locust rounds latencies to whole milliseconds and one Locust process tops out near
 6-8k req/s on a 2-core machine: a floor figure above that measures Locust, and the
@@ -122,12 +125,14 @@ def _wait_http(url: str, timeout: float = 20.0) -> None:
             time.sleep(0.2)
 
 
-def _start_reference(redis_url: str, namespace: str, workers: int) -> tuple[Any, str]:
+def _start_reference(
+    redis_url: str, namespace: str, workers: int, impl: str = "lean"
+) -> tuple[Any, str]:
     cmd = [
         sys.executable, "-m", "authconform.cli", "serve",
         "--backend", redis_url, "--namespace", namespace,
         "--host", "127.0.0.1", "--port", "0", "--workers", str(workers),
-        "--no-access-log", "--log-level", "warning",
+        "--mcp-impl", impl, "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
@@ -260,6 +265,14 @@ def _parser() -> argparse.ArgumentParser:
         help="MCP protocol revisions to drive (2025-*: the SDK's stateless session "
         "transport; 2026-07-28: its single-exchange path)",
     )
+    p.add_argument(
+        "--impls",
+        default="lean,sdk",
+        help="MCP implementations of the reference server to drive (serve --mcp-impl)",
+    )
+    p.add_argument(
+        "--aim", type=float, default=2.0, help="PASS when floor req/s / hot-path req/s <= AIM"
+    )
     p.add_argument("--duration", type=int, default=15, help="seconds of load per run")
     p.add_argument("--users", type=int, default=32, help="concurrent Locust users")
     p.add_argument("--locust-processes", type=int, default=1, help="Locust --processes")
@@ -307,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         print("authconform bench server: --workers takes numbers, e.g. 1,4", file=sys.stderr)
         return 2
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    if not impls or any(i not in ("lean", "sdk") for i in impls):
+        print("authconform bench server: --impls takes lean and/or sdk", file=sys.stderr)
+        return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -319,22 +336,24 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     try:
         for workers in worker_counts:
-            proc, base = _start_reference(args.redis_url, args.namespace, workers)
-            try:
-                token = _token(base)
-                for protocol in protocols:
-                    tag = f"hot-w{workers}-{protocol}"
-                    row, passed = _locust(base, "mcp", token, tag, args, out_dir, protocol)
-                    target = f"tools/call MCP {protocol}"
-                    results.append(_result(target, workers, row, passed=passed))
-            finally:
-                _stop(proc)
+            # the floor first, then each implementation: one run, same machine state
             proc, base = _start_floor(args.redis_url, workers)
             try:
                 row, passed = _locust(base, "floor", "", f"floor-w{workers}", args, out_dir)
                 results.append(_result("floor (1 Redis GET)", workers, row, passed=passed))
             finally:
                 _stop(proc)
+            for impl in impls:
+                proc, base = _start_reference(args.redis_url, args.namespace, workers, impl)
+                try:
+                    token = _token(base)
+                    for protocol in protocols:
+                        tag = f"hot-w{workers}-{impl}-{protocol}"
+                        row, passed = _locust(base, "mcp", token, tag, args, out_dir, protocol)
+                        target = f"tools/call {impl} {protocol}"
+                        results.append(_result(target, workers, row, passed=passed))
+                finally:
+                    _stop(proc)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"authconform bench server: {exc}", file=sys.stderr)
         return 1
@@ -342,17 +361,26 @@ def main(argv: list[str] | None = None) -> int:
         _cleanup(args.redis_url, args.namespace)
 
     print(f"{'target':26} {'workers':>7} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'fail':>5} {'ratio':>6}")  # fmt: skip
+          f"{'fail':>5} {'ratio':>6}  aim <= {args.aim:g}x")  # fmt: skip
     summary: list[dict[str, Any]] = []
+    misses = 0
     for res in results:
         floor = next(
             (f for f in results if f.workers == res.workers and f.target.startswith("floor")),
             None,
         )
         ratio = floor.rps / res.rps if floor and res.rps else float("nan")
+        is_floor = res.target.startswith("floor")
+        verdict = "" if is_floor else ("PASS" if ratio <= args.aim and not res.failures else "MISS")
+        misses += verdict == "MISS"
         print(f"{res.target:26} {res.workers:>7} {res.rps:>9.1f} {res.p50_ms:>7.0f} "
-              f"{res.p99_ms:>7.0f} {res.failures:>5} {ratio:>5.2f}x")  # fmt: skip
-        summary.append({**asdict(res), "floor_rps_over_this": round(ratio, 3)})
+              f"{res.p99_ms:>7.0f} {res.failures:>5} {ratio:>5.2f}x  {verdict}")  # fmt: skip
+        summary.append(
+            {**asdict(res), "floor_rps_over_this": round(ratio, 3), "aim": verdict or None}
+        )
+    hot = [r for r in summary if r["aim"]]
+    tail = f", {misses} MISS" if misses else ""
+    print(f"aim (within {args.aim:g}x of the floor): {len(hot) - misses}/{len(hot)} PASS{tail}")
     notes = []
     if any(r.rps > LOCUST_CEILING * args.locust_processes for r in results):
         notes.append(
@@ -370,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 "duration_s": args.duration,
                 "users": args.users,
                 "locust_processes": args.locust_processes,
+                "aim_ratio": args.aim,
                 "results": summary,
                 "notes": notes,
             },

@@ -2,9 +2,13 @@
 
 Built on the MCP Python SDK (2.x): its metadata, registration, authorize, token and
 revocation handlers, its protected-resource metadata (RFC 9728), its bearer-token
-backend and its streamable HTTP transport (stateless, JSON responses, so that any
-worker or instance can answer any request). The provider is ``StoreProvider`` over a
-storage-contract backend.
+backend, and an MCP endpoint that is stateless with JSON responses (so that any worker
+or instance can answer any request): ``LeanMCPEndpoint`` (``authconform.server._mcp``,
+the default) or the SDK's streamable HTTP transport (``ServerConfig.mcp_impl="sdk"``),
+behind the same ``BearerGuard``. The SDK transport spends about two thirds of the authenticated
+``tools/call`` in its per-request session machinery (task group, memory streams,
+dispatcher); the lean endpoint answers in the request's task. The provider is
+``StoreProvider`` over a storage-contract backend.
 
 Workarounds for SDK behaviour (each one fixed here, in our code, not by patching the SDK):
 
@@ -74,6 +78,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlparse
 
 import mcp_types as mt
+from mcp.server._streamable_http_modern import handle_modern_request
 from mcp.server.auth.handlers.authorize import AuthorizationHandler
 from mcp.server.auth.handlers.metadata import MetadataHandler, ProtectedResourceMetadataHandler
 from mcp.server.auth.handlers.register import RegistrationHandler
@@ -93,6 +98,7 @@ from mcp.server.transport_security import (
     TransportSecuritySettings,
 )
 from mcp.shared.auth import OAuthMetadata, ProtectedResourceMetadata
+from mcp_types import methods as mt_methods
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -105,6 +111,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from authconform.contract import StorageBackend
 from authconform.errors import StorageUnavailable
 from authconform.server._config import ENDPOINTS, Delay, Fault, ServerConfig
+from authconform.server._mcp import LeanMCPEndpoint
 from authconform.server._provider import (
     CONSENT_PATH,
     OUTAGE,
@@ -483,42 +490,101 @@ def _tool_schema(name: str) -> Mapping[str, Any] | None:
     return {"echo": ECHO_SCHEMA, "whoami": WHOAMI_SCHEMA}.get(name)
 
 
+# The tools, once, as wire dicts (``CallToolResult``): the lean endpoint sends them as
+# they are, the SDK's server validates them into its models.
+def _text_result(text: str, *, is_error: bool = False) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": is_error}
+
+
+def tool_echo(arguments: Mapping[str, Any], token: Any) -> dict[str, Any]:
+    """``echo``: ``text`` unchanged."""
+    text = arguments.get("text")
+    if not isinstance(text, str):
+        return _text_result("echo: `text` must be a string", is_error=True)
+    return _text_result(text)
+
+
+def tool_whoami(arguments: Mapping[str, Any], token: Any) -> dict[str, Any]:
+    """``whoami``: who the access token speaks for (never the token itself)."""
+    info = {
+        "client_id": token.client_id if token else None,
+        "subject": getattr(token, "subject", None) if token else None,
+        "scopes": list(token.scopes) if token else [],
+        "resource": token.resource if token else None,
+    }
+    return {**_text_result(json.dumps(info)), "structuredContent": info}
+
+
+def tool_unknown(name: str) -> dict[str, Any]:
+    """The result for a tool we do not have (the SDK's lowlevel server leaves it to us)."""
+    return _text_result(f"unknown tool {name!r}", is_error=True)
+
+
+TOOLS = {"echo": tool_echo, "whoami": tool_whoami}
+TOOL_LIST = mt.ListToolsResult(
+    tools=[
+        mt.Tool(name="echo", description="Return `text` unchanged.", input_schema=ECHO_SCHEMA),
+        mt.Tool(
+            name="whoami",
+            description="The client, subject, scopes and resource of the access token.",
+            input_schema=WHOAMI_SCHEMA,
+        ),
+    ]
+)
+
+
 async def _list_tools(ctx: Any, params: mt.PaginatedRequestParams | None) -> mt.ListToolsResult:
-    return mt.ListToolsResult(
-        tools=[
-            mt.Tool(name="echo", description="Return `text` unchanged.", input_schema=ECHO_SCHEMA),
-            mt.Tool(
-                name="whoami",
-                description="The client, subject, scopes and resource of the access token.",
-                input_schema=WHOAMI_SCHEMA,
-            ),
-        ]
-    )
+    return TOOL_LIST
 
 
 async def _call_tool(ctx: Any, params: mt.CallToolRequestParams) -> mt.CallToolResult:
+    tool = TOOLS.get(params.name)
     args = params.arguments or {}
-    if params.name == "echo":
-        text = args.get("text")
-        if not isinstance(text, str):
-            return mt.CallToolResult(
-                content=[mt.TextContent(type="text", text="echo: `text` must be a string")],
-                is_error=True,
-            )
-        return mt.CallToolResult(content=[mt.TextContent(type="text", text=text)])
-    if params.name == "whoami":
-        token = get_access_token()
-        info = {
-            "client_id": token.client_id if token else None,
-            "subject": token.subject if token else None,
-            "scopes": token.scopes if token else [],
-            "resource": token.resource if token else None,
-        }
-        return mt.CallToolResult(
-            content=[mt.TextContent(type="text", text=json.dumps(info))], structured_content=info
+    result = tool(args, get_access_token()) if tool else tool_unknown(params.name)
+    return mt.CallToolResult.model_validate(result)
+
+
+def _wire(method: str, version: str, model: Any) -> dict[str, Any]:
+    """A result model as the SDK sends it at ``version`` (its own per-version sieve)."""
+    return mt_methods.serialize_server_result(
+        method, version, model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    )
+
+
+def _lean_endpoint(
+    server: Server[Any], security: TransportSecuritySettings, state: dict[str, Any]
+) -> LeanMCPEndpoint:
+    """The lean MCP endpoint; ``state["lifespan"]`` is the SDK server's lifespan state."""
+    options = server.create_initialization_options()
+
+    def initialize_result(version: str) -> dict[str, Any]:
+        result = mt.InitializeResult(
+            protocol_version=version,
+            capabilities=options.capabilities,
+            server_info=mt.Implementation(name=options.server_name, version=options.server_version),
+            instructions=options.instructions,
         )
-    return mt.CallToolResult(
-        content=[mt.TextContent(type="text", text=f"unknown tool {params.name!r}")], is_error=True
+        return _wire("initialize", version, result)
+
+    async def sdk_modern(scope: Scope, receive: Receive, send: Send) -> None:
+        await handle_modern_request(
+            server,
+            security,
+            True,  # noqa: FBT003 (json_response)
+            state.get("lifespan"),
+            scope,
+            receive,
+            send,
+        )
+
+    return LeanMCPEndpoint(
+        tools=TOOLS,
+        unknown_tool=tool_unknown,
+        tool_list=lambda version: _wire("tools/list", version, TOOL_LIST),
+        initialize_result=initialize_result,
+        server_info=dict(server.server_info_stamp),
+        security=security,
+        fallback=RequestBodyLimitMiddleware(sdk_modern, DEFAULT_MAX_REQUEST_BODY_SIZE),
     )
 
 
@@ -813,15 +879,25 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
         return response
 
     # MCP -------------------------------------------------------------------------------
-    session_manager = StreamableHTTPSessionManager(
-        app=_mcp_server(),
-        json_response=True,
-        stateless=True,
-        security_settings=_transport_security(config),
-        max_request_body_size=DEFAULT_MAX_REQUEST_BODY_SIZE,
-    )
+    # One authentication (BearerGuard over the SDK's bearer backend) in front of either
+    # implementation: ours (lean, the default) or the SDK's stateless transport.
+    mcp_server = _mcp_server()
+    security = _transport_security(config)
+    mcp_state: dict[str, Any] = {}
+    session_manager: StreamableHTTPSessionManager | None = None
+    if config.mcp_impl == "sdk":
+        session_manager = StreamableHTTPSessionManager(
+            app=mcp_server,
+            json_response=True,
+            stateless=True,
+            security_settings=security,
+            max_request_body_size=DEFAULT_MAX_REQUEST_BODY_SIZE,
+        )
+        mcp_endpoint: ASGIApp = AuthContextMiddleware(StreamableHTTPASGIApp(session_manager))
+    else:
+        mcp_endpoint = _lean_endpoint(mcp_server, security, mcp_state)
     mcp_app = BearerGuard(
-        AuthContextMiddleware(StreamableHTTPASGIApp(session_manager)),
+        mcp_endpoint,
         CachedBearerBackend(
             ProviderTokenVerifier(provider), resource_server_url=AnyHttpUrl(resource_url)
         ),
@@ -852,6 +928,9 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
         "/.well-known/oauth-protected-resource",
     }
     routes: list[Route] = []
+    if config.serves_mcp:
+        # first: the hot path should not walk the other routes' patterns
+        routes.append(Route(resource_path or "/", mcp_app))
     if config.serves_as:
         for path in sorted(metadata_paths):
             routes.append(
@@ -873,13 +952,16 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
             routes.append(
                 Route(path, cors(sdk_prm.handle, ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"])
             )
-        routes.append(Route(resource_path or "/", mcp_app))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
-            if config.serves_mcp:
+            if config.serves_mcp and session_manager is not None:
                 async with session_manager.run():
+                    yield
+            elif config.serves_mcp:
+                async with mcp_server.lifespan(mcp_server) as state:
+                    mcp_state["lifespan"] = state
                     yield
             else:
                 yield

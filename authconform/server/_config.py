@@ -21,9 +21,11 @@ from authconform.errors import ConfigurationError
 __all__ = [
     "ENDPOINTS",
     "ENV_VAR",
+    "MCP_IMPLS",
     "ROLES",
     "Delay",
     "Fault",
+    "McpImpl",
     "Role",
     "ServerConfig",
     "load_callable",
@@ -49,6 +51,8 @@ ENDPOINTS: dict[str, str] = {
 ConsentMode = Literal["auto", "form"]
 Role = Literal["both", "as", "rs"]
 ROLES: tuple[str, ...] = ("both", "as", "rs")
+McpImpl = Literal["lean", "sdk"]
+MCP_IMPLS: tuple[str, ...] = ("lean", "sdk")
 
 
 def _rate(text: str, what: str) -> float:
@@ -168,6 +172,9 @@ class ServerConfig:
       elsewhere and ``resource`` is required). A split deployment runs one ``as`` and one
       ``rs`` over the same backend and namespace: the resource server validates the
       tokens the authorization server stored.
+    - ``mcp_impl``: the MCP endpoint behind the (shared) bearer authentication: ``lean``
+      (``authconform.server._mcp``, stateless streamable HTTP answered in the request's
+      task; the default) or ``sdk`` (the SDK's stateless ``StreamableHTTPSessionManager``).
     """
 
     issuer: str = "http://127.0.0.1:8000"
@@ -186,6 +193,7 @@ class ServerConfig:
     fault_seed: int | None = None
     access_log: bool = True
     role: Role = "both"
+    mcp_impl: McpImpl = "lean"
 
     def __post_init__(self) -> None:
         """Validate eagerly so that a bad value is a usage error, not a 500 later."""
@@ -202,10 +210,12 @@ class ServerConfig:
             raise ConfigurationError(f"consent {self.consent!r}: use auto or form")
         if self.role not in ROLES:
             raise ConfigurationError(f"role {self.role!r}: use one of {', '.join(ROLES)}")
-        if self.role == "rs" and self.resource is None:
+        if self.mcp_impl not in MCP_IMPLS:
             raise ConfigurationError(
-                "role rs needs the resource URL (the MCP endpoint it serves)"
+                f"mcp_impl {self.mcp_impl!r}: use one of {', '.join(MCP_IMPLS)}"
             )
+        if self.role == "rs" and self.resource is None:
+            raise ConfigurationError("role rs needs the resource URL (the MCP endpoint it serves)")
         if self.resource is not None:
             res = urlparse(self.resource)
             if res.scheme not in ("http", "https") or not res.netloc or res.fragment:
@@ -260,6 +270,7 @@ class ServerConfig:
                 "fault_seed": self.fault_seed,
                 "access_log": self.access_log,
                 "role": self.role,
+                "mcp_impl": self.mcp_impl,
             }
         )
 
@@ -281,6 +292,7 @@ class ServerConfig:
             fault_seed=data.get("fault_seed"),
             access_log=bool(data.get("access_log", True)),
             role=data.get("role", "both"),
+            mcp_impl=data.get("mcp_impl", "lean"),
         )
         return config.with_wrappers(tuple(data.get("wrapper_paths", ())))
 

@@ -168,6 +168,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ISSUER",
         help="--role rs: issuer URL of the authorization server tokens come from",
     )
+    p.add_argument(
+        "--mcp-impl",
+        choices=("lean", "sdk"),
+        default="lean",
+        help="MCP endpoint implementation: lean (ours: stateless streamable HTTP answered "
+        "in the request's task, the default) or sdk (the SDK's stateless session "
+        "transport); authentication is the same for both",
+    )
     p.add_argument("--access-ttl", type=float, default=3600.0, help="seconds")
     p.add_argument("--refresh-ttl", type=float, default=86400.0, help="seconds")
     p.add_argument("--code-ttl", type=float, default=300.0, help="seconds")
@@ -294,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             subject=args.subject,
             fault_seed=args.fault_seed,
             access_log=not args.no_access_log,
+            mcp_impl=args.mcp_impl,
         ).with_wrappers(tuple(args.provider_wrapper))
     except ConfigurationError as exc:
         print(f"authconform serve: {exc}", file=sys.stderr)
