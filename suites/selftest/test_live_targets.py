@@ -457,3 +457,18 @@ def test_should_marker_downgrades_any_failing_test_to_warned(
         assert should.outcome == "warned", should
         assert "::test_should_level_breach: AssertionError: assert 'framing allowed'" in out, out
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+# -- the MCP endpoint implementations -----------------------------------------------------
+def test_sdk_mcp_endpoint_passes_every_check_too(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference server's default MCP endpoint is our lean one; the SDK's must pass too."""
+    result, outcomes = run_live(
+        pytester, monkeypatch, "--backend=memory", "--authconform-server-arg=--mcp-impl=sdk",
+        "--authconform-strict", *FAST,
+    )
+    _all_pass(outcomes)
+    assert result.ret == 0
+    for check in RS_CHECKS:
+        assert _outcome(outcomes, check).outcome == "passed", check
