@@ -37,6 +37,9 @@ from authconform.contract import (
     StateRecord,
 )
 from authconform.contract._validate import (
+    KINDS,
+    answer_hash,
+    answer_matches,
     check_id,
     check_namespace,
     check_payload,
@@ -54,18 +57,6 @@ from authconform.errors import Conflict, InvalidArgument
 __all__ = ["MemoryBackend", "factory"]
 
 R = TypeVar("R")
-
-KINDS = (
-    "clients",
-    "codes",
-    "access_tokens",
-    "refresh_tokens",
-    "states",
-    "challenges",
-    "reset_tokens",
-    "sessions",
-    "rate_limits",
-)
 
 
 class _Store:
@@ -396,7 +387,7 @@ class MemoryBackend:
         ttl = check_ttl(ttl)
         with self._store.lock:
             stored = self._put("challenges", key, record, ttl, attempts=0)
-            self._table("challenges")[key]["answer_hash"] = hash_secret(answer)
+            self._table("challenges")[key]["answer_hash"] = answer_hash(challenge_id, answer)
             return stored  # type: ignore[no-any-return]
 
     async def attempt_challenge(self, challenge_id: str, answer: str) -> AttemptResult:
@@ -413,7 +404,7 @@ class MemoryBackend:
             record = record_from_json(ChallengeRecord, entry["record"])
             record = replace(record, attempts=record.attempts + 1)
             left = record.max_attempts - record.attempts
-            if secret_matches(answer, entry["answer_hash"]):
+            if answer_matches(challenge_id, answer, entry["answer_hash"]):
                 del table[key]
                 return AttemptResult(AttemptStatus.SUCCESS, left, record)
             if left <= 0:
@@ -501,7 +492,9 @@ class MemoryBackend:
         with self._store.lock:
             now = self._now()
             start = math.floor(now / window) * window
-            slot = f"{hash_secret(key)}:{start!r}"
+            # one counter per (key, window length, window start): limiters with different
+            # windows on the same key never share a count
+            slot = f"{hash_secret(key)}:{window!r}:{start!r}"
             table = self._table("rate_limits")
             entry = table.get(slot)
             if entry is None or now >= entry["expires_at"]:
@@ -547,13 +540,16 @@ class MemoryBackend:
             return count
 
     async def drop_namespace(self) -> None:
-        """Forget this namespace's store."""
-        with self._stores_lock, self._store.lock:
+        """Empty this namespace's store in place.
+
+        The store stays registered, so every instance of the namespace (created before
+        or after the drop) keeps sharing one store, as they would share one server.
+        """
+        with self._store.lock:
             for table in self._store.data.values():
                 table.clear()
             self._store.grants.clear()
             self._store.subjects.clear()
-            self._stores.pop(self.namespace, None)
 
     async def dump_raw(self) -> str:
         """The store as JSON text."""

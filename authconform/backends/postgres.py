@@ -6,7 +6,8 @@ is decided by PostgreSQL's row locks, not by this process. Expiry is computed fr
 injected clock and passed as a parameter; expired rows are kept (and reported EXPIRED)
 until ``purge_expired``. Records are stored as JSON text (not ``jsonb``, which refuses
 ``\u0000`` escapes) next to the typed columns the queries need. Tokens, codes, states,
-reset tokens, challenge ids and answers and session ids are stored as SHA-256 hex.
+reset tokens, challenge ids and session ids are stored as SHA-256 hex; a challenge
+answer as ``answer_hash`` (SHA-256 of the secret challenge id and the answer).
 
 Connections: an ``AsyncConnectionPool`` (autocommit) opened on first use. Opening first
 probes the server with a bounded number of direct connection attempts with backoff, so
@@ -21,9 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import json
 import math
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -35,6 +34,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
+from authconform._net import free_loopback_port
 from authconform.contract import (
     ALL_CAPABILITIES,
     JSON,
@@ -57,6 +57,9 @@ from authconform.contract import (
     StateRecord,
 )
 from authconform.contract._validate import (
+    KINDS,
+    answer_hash,
+    answer_matches,
     check_id,
     check_namespace,
     check_payload,
@@ -64,8 +67,8 @@ from authconform.contract._validate import (
     check_record,
     check_ttl,
     hash_secret,
-    record_from_dict,
     record_from_json,
+    record_from_json_with,
     record_to_json,
     secret_matches,
 )
@@ -79,22 +82,12 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 Pool = psycopg_pool.AsyncConnectionPool[Any]
 
-KINDS = (
-    "clients",
-    "codes",
-    "access_tokens",
-    "refresh_tokens",
-    "states",
-    "challenges",
-    "reset_tokens",
-    "sessions",
-    "rate_limits",
-)
-
 SCHEMA_COMMENT = "authconform namespace"
 
 # Tables of one namespace. ``record`` is the record's JSON text; the typed columns
 # (flags, expiry, grant, subject) are authoritative and override the JSON on read.
+# A rate-limit counter is identified by (key hash, window length, window start), so
+# limiters with different windows on the same key never share a count.
 DDL = """
 CREATE TABLE IF NOT EXISTS {s}.clients (
     key text PRIMARY KEY,
@@ -152,12 +145,23 @@ CREATE TABLE IF NOT EXISTS {s}.sessions (
     max_expires_at double precision NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_subject ON {s}.sessions (subject);
+DO $$ BEGIN
+    -- a table of the old layout (one counter per key and window start) is dropped: its
+    -- rows only count windows that end within one window length
+    IF to_regclass('{s}.rate_limits') IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{s}.rate_limits')
+        AND attname = 'window_length' AND NOT attisdropped
+    ) THEN
+        DROP TABLE {s}.rate_limits;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS {s}.rate_limits (
     key text NOT NULL,
+    window_length double precision NOT NULL,
     window_start double precision NOT NULL,
     count bigint NOT NULL,
     expires_at double precision NOT NULL,
-    PRIMARY KEY (key, window_start)
+    PRIMARY KEY (key, window_length, window_start)
 );
 """
 
@@ -231,8 +235,10 @@ QUERIES: dict[str, str] = {
     "se_delete_subject": "WITH d AS (DELETE FROM {s}.sessions WHERE subject = %s "
     "RETURNING expires_at > %s AS live) SELECT count(*) FROM d WHERE live",
     # rate limits
-    "rl_hit": "INSERT INTO {s}.rate_limits AS r (key, window_start, count, expires_at) "
-    "VALUES (%(k)s, %(start)s, 1, %(end)s) ON CONFLICT (key, window_start) DO UPDATE "
+    "rl_hit": "INSERT INTO {s}.rate_limits AS r "
+    "(key, window_length, window_start, count, expires_at) "
+    "VALUES (%(k)s, %(window)s, %(start)s, 1, %(end)s) "
+    "ON CONFLICT (key, window_length, window_start) DO UPDATE "
     "SET count = CASE WHEN r.expires_at > %(now)s THEN r.count + 1 ELSE 1 END, "
     "expires_at = CASE WHEN r.expires_at > %(now)s THEN r.expires_at "
     "ELSE EXCLUDED.expires_at END RETURNING count",
@@ -277,13 +283,6 @@ def _where(url: str) -> str:
     port = str(params.get("port") or "5432")
     db = str(params.get("dbname") or params.get("user") or "")
     return f"{host}:{port}/{db}"
-
-
-def _record(cls: type[T], text: str, **columns: Any) -> T:
-    """Rebuild a record from its JSON; typed columns override the JSON fields."""
-    data = json.loads(text)
-    data.update(columns)
-    return record_from_dict(cls, data)
 
 
 def _is_alive(conn: Conn) -> bool:
@@ -544,7 +543,7 @@ class PostgresBackend:
             row = await cur.fetchone()
             if row is None:
                 return None
-            return _record(cls, row[0], expires_at=row[1], consumed=row[2])
+            return record_from_json_with(cls, row[0], expires_at=row[1], consumed=row[2])
 
         return await self._run(body, idempotent=True)
 
@@ -557,7 +556,8 @@ class PostgresBackend:
             row = await cur.fetchone()
             if row is not None:
                 return ConsumeResult(
-                    ConsumeStatus.CONSUMED, _record(cls, row[0], expires_at=row[1], consumed=True)
+                    ConsumeStatus.CONSUMED,
+                    record_from_json_with(cls, row[0], expires_at=row[1], consumed=True),
                 )
             # A consumed row never becomes unconsumed, so this classification is race-free.
             cur = await conn.execute(self._q[f"once_classify:{table}"], (key,))
@@ -569,7 +569,7 @@ class PostgresBackend:
             if row[2]:
                 return ConsumeResult(
                     ConsumeStatus.ALREADY_USED,
-                    _record(cls, row[0], expires_at=row[1], consumed=True),
+                    record_from_json_with(cls, row[0], expires_at=row[1], consumed=True),
                 )
             # Live and unconsumed now: it was stored after our UPDATE; consume came first.
             return ConsumeResult(ConsumeStatus.NOT_FOUND)
@@ -709,7 +709,11 @@ class PostgresBackend:
         async def body(conn: Conn) -> AccessTokenRecord | None:
             cur = await conn.execute(self._q["at_get"], (key, now))
             row = await cur.fetchone()
-            return None if row is None else _record(AccessTokenRecord, row[0], expires_at=row[1])
+            return (
+                None
+                if row is None
+                else record_from_json_with(AccessTokenRecord, row[0], expires_at=row[1])
+            )
 
         return await self._run(body, idempotent=True)
 
@@ -774,7 +778,7 @@ class PostgresBackend:
             row = await cur.fetchone()
             if row is None:
                 return None
-            return _record(
+            return record_from_json_with(
                 RefreshTokenRecord, row[0], expires_at=row[1], rotated=row[2], revoked=row[3]
             )
 
@@ -796,7 +800,9 @@ class PostgresBackend:
                 cur = await conn.execute(self._q["rt_rotate_old"], (old_key, now))
                 row = await cur.fetchone()
                 if row is not None:
-                    current = _record(RefreshTokenRecord, row[0], rotated=False, revoked=False)
+                    current = record_from_json_with(
+                        RefreshTokenRecord, row[0], rotated=False, revoked=False
+                    )
                     stored = replace(current, expires_at=now + ttl)
                     text = record_to_json(stored)
                     cur = await conn.execute(
@@ -817,7 +823,7 @@ class PostgresBackend:
                 if revoked:
                     return RotateResult(
                         RotateStatus.REVOKED,
-                        _record(
+                        record_from_json_with(
                             RefreshTokenRecord,
                             text,
                             expires_at=expires_at,
@@ -829,7 +835,7 @@ class PostgresBackend:
                     await self._revoke_grant_in(conn, grant_id, now)
                     return RotateResult(
                         RotateStatus.REUSED,
-                        _record(
+                        record_from_json_with(
                             RefreshTokenRecord,
                             text,
                             expires_at=expires_at,
@@ -887,7 +893,7 @@ class PostgresBackend:
         text = record_to_json(stored)
         await self._insert(
             self._q["ch_insert"],
-            (key, text, hash_secret(answer), stored.max_attempts, stored.expires_at),
+            (key, text, answer_hash(challenge_id, answer), stored.max_attempts, stored.expires_at),
             "challenge",
         )
         return record_from_json(ChallengeRecord, text)
@@ -908,10 +914,12 @@ class PostgresBackend:
                     if found is None:
                         return AttemptResult(AttemptStatus.NOT_FOUND)
                     return AttemptResult(AttemptStatus.EXPIRED)
-                text, answer_hash, attempts, max_attempts, expires_at = row
-                record = _record(ChallengeRecord, text, attempts=attempts, expires_at=expires_at)
+                text, stored_hash, attempts, max_attempts, expires_at = row
+                record = record_from_json_with(
+                    ChallengeRecord, text, attempts=attempts, expires_at=expires_at
+                )
                 left = max_attempts - attempts
-                if secret_matches(answer, answer_hash):
+                if answer_matches(challenge_id, answer, stored_hash):
                     await conn.execute(self._q["ch_delete"], (key,))
                     return AttemptResult(AttemptStatus.SUCCESS, left, record)
                 if left <= 0:
@@ -956,7 +964,11 @@ class PostgresBackend:
         async def body(conn: Conn) -> SessionRecord | None:
             cur = await conn.execute(self._q["se_get"], (key, now))
             row = await cur.fetchone()
-            return None if row is None else _record(SessionRecord, row[0], expires_at=row[1])
+            return (
+                None
+                if row is None
+                else record_from_json_with(SessionRecord, row[0], expires_at=row[1])
+            )
 
         return await self._run(body, idempotent=True)
 
@@ -971,7 +983,11 @@ class PostgresBackend:
                 self._q["se_touch"], {"k": key, "now": now, "until": now + ttl}
             )
             row = await cur.fetchone()
-            return None if row is None else _record(SessionRecord, row[0], expires_at=row[1])
+            return (
+                None
+                if row is None
+                else record_from_json_with(SessionRecord, row[0], expires_at=row[1])
+            )
 
         return await self._run(body)
 
@@ -983,7 +999,7 @@ class PostgresBackend:
         async def body(conn: Conn) -> list[SessionRecord]:
             cur = await conn.execute(self._q["se_list"], (subject, now))
             rows = await cur.fetchall()
-            return [_record(SessionRecord, r[0], expires_at=r[1]) for r in rows]
+            return [record_from_json_with(SessionRecord, r[0], expires_at=r[1]) for r in rows]
 
         return await self._run(body, idempotent=True)
 
@@ -1020,7 +1036,13 @@ class PostgresBackend:
         now = self._now()
         start = math.floor(now / window) * window
         end = start + window
-        params = {"k": hash_secret(key), "start": float(start), "end": end, "now": now}
+        params = {
+            "k": hash_secret(key),
+            "window": window,
+            "start": float(start),
+            "end": end,
+            "now": now,
+        }
 
         async def body(conn: Conn) -> int:
             cur = await conn.execute(self._q["rl_hit"], params)
@@ -1115,15 +1137,9 @@ class PostgresBackend:
         return await self._run(body, schema=False, idempotent=True)
 
 
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _outage_url(url: str) -> str:
     """The same URL pointed at a loopback port where nothing listens."""
-    port = _free_loopback_port()
+    port = free_loopback_port()
     parts = urlsplit(url)
     if parts.scheme in ("postgres", "postgresql"):
         userinfo, _, _hostport = parts.netloc.rpartition("@")

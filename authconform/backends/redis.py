@@ -28,24 +28,28 @@ use HSET, which keeps the TTL; a TTL is only ever raised (session touch, index s
 Every read-modify-write is one Lua script (EVALSHA, loaded again on NOSCRIPT). Scripts
 need no ``cjson``: records are opaque JSON strings, flags and times are hash fields.
 Store failures (any ``RedisError`` other than a bug in our own scripts, and ``OSError``)
-raise ``StorageUnavailable`` naming the URL without its password.
+raise ``StorageUnavailable`` naming the URL without its password. Reads are retried
+after a connection error; a state-changing script only when the connection could not be
+established, never after it may have reached the server (see ``RedisBackend._send``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
 import os
 import secrets
-import socket
 import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from authconform._net import free_loopback_port
+from authconform._urls import safe_url
 from authconform.contract import (
     ALL_CAPABILITIES,
     JSON,
@@ -69,6 +73,8 @@ from authconform.contract import (
     StateRecord,
 )
 from authconform.contract._validate import (
+    KINDS,
+    answer_hash,
     check_id,
     check_namespace,
     check_payload,
@@ -77,7 +83,7 @@ from authconform.contract._validate import (
     check_ttl,
     dumps_json,
     hash_secret,
-    record_from_dict,
+    record_from_json_with,
     record_to_dict,
     secret_matches,
 )
@@ -87,21 +93,15 @@ __all__ = ["RedisBackend", "factory", "fakeredis_factory"]
 
 R = TypeVar("R")
 
-KINDS = (
-    "clients",
-    "codes",
-    "access_tokens",
-    "refresh_tokens",
-    "states",
-    "challenges",
-    "reset_tokens",
-    "sessions",
-    "rate_limits",
-)
 INDEX_KINDS = ("grant", "subject", "index")
 SCAN_COUNT = 1000
 BATCH = 500
 RATE_LIMIT_RETENTION_MS = 1000
+RETRY_BASE = 0.05  # seconds before the first retry; doubled each time
+RETRY_CAP = 0.5
+# Scripts that change nothing a caller can observe (session_list and client_list only
+# forget index members whose record is gone), so they may be sent again.
+_READ_SCRIPTS = frozenset({"get", "live", "session_list", "client_list"})
 # ResponseError prefixes that describe the server's state, not a bug in our scripts.
 SERVER_STATE_PREFIXES = (
     "OOM",
@@ -509,24 +509,6 @@ _SCRIPTS = {
 
 
 # helpers ----------------------------------------------------------------------------------
-def safe_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable redis URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def _ms(seconds: float) -> int:
     """Seconds as whole milliseconds, rounded up (a TTL never ends early)."""
     return math.ceil(seconds * 1000)
@@ -540,23 +522,6 @@ def _stored_json(record: Any, *managed: str) -> str:
     return dumps_json(data, "record")
 
 
-_FIELDS: dict[type, frozenset[str]] = {}
-
-
-def _load(cls: type[R], text: str, **fields: Any) -> R:
-    """A fresh record from stored JSON plus the fields the store manages."""
-    data = json.loads(text)
-    data.update(fields)
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-    if not names.issuperset(data):
-        return record_from_dict(cls, data)
-    if "scopes" in data:
-        data["scopes"] = tuple(data["scopes"])
-    return cls(**data)
-
-
 def _is_script_bug(exc: BaseException) -> bool:
     """True for a Lua error of our own scripts (a bug), not a server condition."""
     from redis.exceptions import ResponseError
@@ -567,6 +532,14 @@ def _is_script_bug(exc: BaseException) -> bool:
     if message.upper().startswith(SERVER_STATE_PREFIXES):
         return False
     return "user_script" in message or "compiling script" in message
+
+
+class _NotSent(Exception):
+    """No connection could be established, so the command was never written."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class RedisBackend:
@@ -589,10 +562,18 @@ class RedisBackend:
         self._clients_index = self._prefix + "index:clients"
         self._r = client
         self._s = {name: client.register_script(text) for name, text in _SCRIPTS.items()}
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import NoScriptError, RedisError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         self._noscript = NoScriptError
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+        self._transient: tuple[type[BaseException], ...] = (
+            RedisConnectionError,
+            RedisTimeoutError,
+            OSError,
+        )
+        self._retries = max(0, settings.retries)
 
     # plumbing ---------------------------------------------------------------------------
     def _key(self, kind: str, digest: str) -> str:
@@ -605,25 +586,101 @@ class RedisBackend:
             + (f": {detail}" if detail else "")
         )
 
-    async def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
-        # EVALSHA directly (redis-py's Script.__call__ costs a few microseconds more per
-        # call); on NOSCRIPT (a restarted or flushed server) load the script and retry,
-        # as Script.__call__ does.
-        code = self._s[script]
+    # Retries -------------------------------------------------------------------------
+    # redis-py's own retry (``retry=``/``retry_on_error=`` on the client) re-sends a
+    # command after ANY connection or timeout error, including one that struck after the
+    # command reached the server and only its reply was lost. For a script that changes
+    # state that is a second execution: a rotation whose reply is lost runs again, finds
+    # the old token already rotated and answers REUSED, revoking the grant of a client
+    # that did nothing wrong (and a consume would answer ALREADY_USED, a hit would count
+    # twice). So the client is built without retries and this backend retries itself,
+    # with bounded exponential backoff (``settings.retries`` times):
+    #
+    # * reads (``_READ_SCRIPTS``, HGETALL, SCAN, PING, ...) retry on any connection or
+    #   timeout error: running them twice changes nothing;
+    # * a state-changing command is retried only when it certainly never left this
+    #   process: the pool failed to establish a connection (refused, connect timeout,
+    #   handshake), which happens before a byte of the command is written. ``_send``
+    #   takes the connection from the pool itself so that this phase is told apart from
+    #   the write and the read. A failure after that point is ambiguous (the server may
+    #   have run the script) and raises StorageUnavailable at once: the caller fails
+    #   closed instead of the backend guessing.
+    #
+    # NOSCRIPT is a reply, not a lost one: the script did not run, so loading it and
+    # sending the EVALSHA again is safe for every script.
+
+    async def _send(self, *args: Any) -> Any:
+        """Send one command on a pooled connection and return its reply.
+
+        Raises ``_NotSent`` if no connection could be established (nothing was written);
+        any other error is raised as it is. redis-py disconnects a connection whose write
+        or read failed (or was cancelled) before it goes back to the pool.
+        """
+        pool = self._r.connection_pool
         try:
+            conn = await pool.get_connection()
+        except self._transient as exc:
+            raise _NotSent(exc) from exc
+        try:
+            await conn.send_command(*args)
+            return await conn.read_response()
+        finally:
+            await pool.release(conn)
+
+    async def _backoff(self, attempt: int) -> None:
+        await asyncio.sleep(min(RETRY_CAP, RETRY_BASE * 2**attempt))
+
+    async def _write(self, *args: Any) -> Any:
+        """A state-changing command: retried only if it was certainly never sent."""
+        for attempt in range(self._retries + 1):
             try:
-                return await self._r.evalsha(code.sha, len(keys), *keys, *args)
+                return await self._send(*args)
+            except _NotSent as exc:
+                if attempt >= self._retries:
+                    raise exc.error from None
+            await self._backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """An idempotent call (``fn`` sends reads only): retried on any connection error."""
+        for attempt in range(self._retries + 1):
+            try:
+                return await fn(*args, **kwargs)
+            except _NotSent as exc:
+                if attempt >= self._retries:
+                    raise exc.error from None
+            except self._transient:
+                if attempt >= self._retries:
+                    raise
+            await self._backoff(attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        # EVALSHA on our own connection (see _send); on NOSCRIPT (a restarted or flushed
+        # server) load the script and send it again, as redis-py's Script.__call__ does.
+        code = self._s[script]
+        command = ("EVALSHA", code.sha, len(keys), *keys, *args)
+        try:
+            if script in _READ_SCRIPTS:
+                try:
+                    return await self._read(self._send, *command)
+                except self._noscript:
+                    code.sha = await self._read(self._send, "SCRIPT", "LOAD", code.script)
+                    return await self._read(self._send, "EVALSHA", code.sha, *command[2:])
+            try:
+                return await self._write(*command)
             except self._noscript:
-                code.sha = await self._r.script_load(code.script)
-                return await self._r.evalsha(code.sha, len(keys), *keys, *args)
+                code.sha = await self._read(self._send, "SCRIPT", "LOAD", code.script)
+                return await self._write("EVALSHA", code.sha, *command[2:])
         except self._errors as exc:
             if _is_script_bug(exc):  # a bug of ours: surface it as it is
                 raise
             raise self._unavailable(exc) from None
 
-    async def _cmd(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _cmd(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """A read through the client (its reply parsing), retried; failures fail closed."""
         try:
-            return await fn(*args, **kwargs)
+            return await self._read(fn, *args, **kwargs)
         except self._errors as exc:
             raise self._unavailable(exc) from None
 
@@ -669,7 +726,9 @@ class RedisBackend:
         if out == 1:
             return ConsumeResult(ConsumeStatus.EXPIRED)
         status = ConsumeStatus.CONSUMED if out[0] == "c" else ConsumeStatus.ALREADY_USED
-        return ConsumeResult(status, _load(cls, out[2], expires_at=float(out[1]), consumed=True))
+        return ConsumeResult(
+            status, record_from_json_with(cls, out[2], expires_at=float(out[1]), consumed=True)
+        )
 
     # clients ------------------------------------------------------------------------------
     @staticmethod
@@ -776,7 +835,7 @@ class RedisBackend:
         ttl = check_ttl(ttl)
         text = _stored_json(record, "expires_at", "consumed")
         expires, _ = await self._put("codes", key, ttl, ["c", "0", "r", text])
-        return _load(CodeRecord, text, expires_at=expires, consumed=False)
+        return record_from_json_with(CodeRecord, text, expires_at=expires, consumed=False)
 
     async def get_code(self, code: str) -> CodeRecord | None:
         """A live code (consumed or not) or None."""
@@ -784,7 +843,7 @@ class RedisBackend:
         v = await self._get("codes", key, "c", "r")
         if v is None:
             return None
-        return _load(CodeRecord, v[2], expires_at=float(v[0]), consumed=v[1] == "1")
+        return record_from_json_with(CodeRecord, v[2], expires_at=float(v[0]), consumed=v[1] == "1")
 
     async def consume_code(self, code: str) -> ConsumeResult[CodeRecord]:
         """Use a code once (one script)."""
@@ -801,13 +860,17 @@ class RedisBackend:
         text = _stored_json(record, "expires_at")
         grant = self._key("grant", hash_secret(record.grant_id))
         expires, _ = await self._put("access_tokens", key, ttl, ["r", text], grant)
-        return _load(AccessTokenRecord, text, expires_at=expires)
+        return record_from_json_with(AccessTokenRecord, text, expires_at=expires)
 
     async def get_access_token(self, token: str) -> AccessTokenRecord | None:
         """A live access token or None."""
         key = hash_secret(check_id(token, "token"))
         v = await self._get("access_tokens", key, "r")
-        return None if v is None else _load(AccessTokenRecord, v[1], expires_at=float(v[0]))
+        return (
+            None
+            if v is None
+            else record_from_json_with(AccessTokenRecord, v[1], expires_at=float(v[0]))
+        )
 
     async def revoke_access_token(self, token: str) -> bool:
         """Delete an access token; True if it was live."""
@@ -822,7 +885,7 @@ class RedisBackend:
 
     # refresh tokens -------------------------------------------------------------------------
     def _refresh(self, e: str, rot: str, rev: str, text: str) -> RefreshTokenRecord:
-        return _load(
+        return record_from_json_with(
             RefreshTokenRecord, text, expires_at=float(e), rotated=rot == "1", revoked=rev == "1"
         )
 
@@ -881,7 +944,7 @@ class RedisBackend:
         ttl = check_ttl(ttl)
         text = _stored_json(record, "expires_at", "consumed")
         expires, _ = await self._put("states", key, ttl, ["c", "0", "r", text])
-        return _load(StateRecord, text, expires_at=expires, consumed=False)
+        return record_from_json_with(StateRecord, text, expires_at=expires, consumed=False)
 
     async def consume_state(self, state: str) -> ConsumeResult[StateRecord]:
         """Use a state once."""
@@ -896,7 +959,7 @@ class RedisBackend:
         ttl = check_ttl(ttl)
         text = _stored_json(record, "expires_at", "consumed")
         expires, _ = await self._put("reset_tokens", key, ttl, ["c", "0", "r", text])
-        return _load(ResetTokenRecord, text, expires_at=expires, consumed=False)
+        return record_from_json_with(ResetTokenRecord, text, expires_at=expires, consumed=False)
 
     async def consume_reset_token(self, token: str) -> ConsumeResult[ResetTokenRecord]:
         """Use a reset token once."""
@@ -912,9 +975,10 @@ class RedisBackend:
         check_record(record, ChallengeRecord)
         ttl = check_ttl(ttl)
         text = _stored_json(record, "expires_at", "attempts")
-        fields = ["a", "0", "m", str(record.max_attempts), "h", hash_secret(answer), "r", text]
+        answer_digest = answer_hash(challenge_id, answer)
+        fields = ["a", "0", "m", str(record.max_attempts), "h", answer_digest, "r", text]
         expires, _ = await self._put("challenges", key, ttl, fields)
-        return _load(ChallengeRecord, text, expires_at=expires, attempts=0)
+        return record_from_json_with(ChallengeRecord, text, expires_at=expires, attempts=0)
 
     async def attempt_challenge(self, challenge_id: str, answer: str) -> AttemptResult:
         """Count one answer in one script; the challenge dies on success or lock-out.
@@ -924,20 +988,24 @@ class RedisBackend:
         """
         key = hash_secret(check_id(challenge_id, "challenge_id"))
         check_id(answer, "answer")
-        out = await self._eval("attempt", [self._key("challenges", key)], [hash_secret(answer)])
+        out = await self._eval(
+            "attempt", [self._key("challenges", key)], [answer_hash(challenge_id, answer)]
+        )
         status = out[0]
         if status == "nf":
             return AttemptResult(AttemptStatus.NOT_FOUND)
         if status == "exp":
             return AttemptResult(AttemptStatus.EXPIRED)
-        record = _load(ChallengeRecord, out[4], expires_at=float(out[3]), attempts=int(out[2]))
+        record = record_from_json_with(
+            ChallengeRecord, out[4], expires_at=float(out[3]), attempts=int(out[2])
+        )
         result = {"ok": AttemptStatus.SUCCESS, "locked": AttemptStatus.LOCKED}
         return AttemptResult(result.get(status, AttemptStatus.WRONG), int(out[1]), record)
 
     # sessions ---------------------------------------------------------------------------------
     @staticmethod
     def _session(e: str, m: str, ca: str, text: str) -> SessionRecord:
-        return _load(
+        return record_from_json_with(
             SessionRecord, text, expires_at=float(e), max_expires_at=float(m), created_at=float(ca)
         )
 
@@ -1016,7 +1084,7 @@ class RedisBackend:
         """PING latency and the server's persistence/eviction settings. Never raises."""
         started = time.perf_counter()
         try:
-            await self._r.ping()
+            await self._read(self._r.ping)
         except self._errors as exc:
             return Health(
                 ok=False,
@@ -1030,7 +1098,7 @@ class RedisBackend:
 
         try:
             for param in ("appendonly", "appendfsync", "save", "maxmemory-policy"):
-                value = (await self._r.config_get(param)).get(param)
+                value = (await self._read(self._r.config_get, param)).get(param)
                 durability[param] = "(not reported)" if value is None else str(value)
         except ResponseError as exc:
             durability = {"config": f"unavailable: CONFIG GET refused ({str(exc)[:100]})"}
@@ -1087,7 +1155,13 @@ class RedisBackend:
             if not keys:
                 return
             for i in range(0, len(keys), BATCH):
-                await self._cmd(self._r.unlink, *keys[i : i + BATCH])
+                await self._unlink(keys[i : i + BATCH])
+
+    async def _unlink(self, keys: Sequence[str]) -> None:
+        try:
+            await self._write("UNLINK", *keys)
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
 
     async def dump_raw(self) -> str:
         """Every key of the namespace with its type, value and PTTL, as JSON text."""
@@ -1113,10 +1187,6 @@ class RedisBackend:
 # factories --------------------------------------------------------------------------------------
 def _redis_client(settings: BackendSettings) -> Any:
     import redis.asyncio
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialBackoff
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     try:
         return redis.asyncio.Redis.from_url(
@@ -1124,8 +1194,7 @@ def _redis_client(settings: BackendSettings) -> Any:
             decode_responses=True,
             socket_connect_timeout=settings.connect_timeout,
             socket_timeout=settings.operation_timeout,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), settings.retries),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            retry=_no_retry(),  # RedisBackend retries, only where safe (see _send)
         )
     except ValueError as exc:
         raise ConfigurationError(
@@ -1134,15 +1203,17 @@ def _redis_client(settings: BackendSettings) -> Any:
         ) from None
 
 
+def _no_retry() -> Any:
+    """redis-py's retry policy "never": a lost reply must not re-run a script."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Retry(NoBackoff(), 0)
+
+
 def factory(settings: BackendSettings) -> RedisBackend:
     """Entry point ``redis``: a Redis server at ``settings.redis_url``."""
     return RedisBackend(settings, _redis_client(settings), name="redis")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _outage_settings(settings: BackendSettings) -> BackendSettings:
@@ -1153,7 +1224,7 @@ def _outage_settings(settings: BackendSettings) -> BackendSettings:
         url = urllib.parse.urlunsplit(parts._replace(path=path))
     else:
         userinfo = parts.netloc.rpartition("@")[0]
-        netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{_free_port()}"
+        netloc = (userinfo + "@" if userinfo else "") + f"127.0.0.1:{free_loopback_port()}"
         url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
     return dataclasses.replace(settings, redis_url=url)
 
@@ -1184,7 +1255,7 @@ def fakeredis_factory(settings: BackendSettings) -> RedisBackend:
             server = _FAKE_SERVERS.get(settings.redis_url)
             if server is None:
                 server = _FAKE_SERVERS[settings.redis_url] = fakeredis.FakeServer()
-    client = fakeredis.FakeAsyncRedis(server=server, decode_responses=True)
+    client = fakeredis.FakeAsyncRedis(server=server, decode_responses=True, retry=_no_retry())
     return RedisBackend(settings, client, name="fakeredis")
 
 

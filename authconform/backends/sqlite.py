@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import hmac
 import json
 import math
 import os
@@ -58,6 +57,9 @@ from authconform.contract import (
     StateRecord,
 )
 from authconform.contract._validate import (
+    KINDS,
+    answer_hash,
+    answer_matches,
     check_id,
     check_namespace,
     check_payload,
@@ -65,8 +67,8 @@ from authconform.contract._validate import (
     check_record,
     check_ttl,
     hash_secret,
-    record_from_dict,
     record_from_json,
+    record_from_json_with,
     record_to_json,
     secret_matches,
 )
@@ -81,25 +83,36 @@ Mode = Literal["read", "snapshot", "write"]
 BUSY_TIMEOUT_MS = 5000
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
-# kind -> column definitions after ``key TEXT PRIMARY KEY, record TEXT NOT NULL``.
+_RECORD = "key TEXT PRIMARY KEY, record TEXT NOT NULL"
+_ONCE = _RECORD + ", expires_at REAL NOT NULL, consumed INTEGER NOT NULL DEFAULT 0"
+# kind -> column definitions of its table (one entry per kind of ``KINDS``).
 SCHEMA: dict[str, str] = {
-    "clients": "",
-    "codes": ", expires_at REAL NOT NULL, consumed INTEGER NOT NULL DEFAULT 0",
-    "access_tokens": ", expires_at REAL NOT NULL, grant_id TEXT NOT NULL",
+    "clients": _RECORD,
+    "codes": _ONCE,
+    "access_tokens": _RECORD + ", expires_at REAL NOT NULL, grant_id TEXT NOT NULL",
     "refresh_tokens": (
-        ", expires_at REAL NOT NULL, grant_id TEXT NOT NULL,"
+        _RECORD + ", expires_at REAL NOT NULL, grant_id TEXT NOT NULL,"
         " rotated INTEGER NOT NULL DEFAULT 0, revoked INTEGER NOT NULL DEFAULT 0,"
         " in_grant INTEGER NOT NULL DEFAULT 1"
     ),
-    "states": ", expires_at REAL NOT NULL, consumed INTEGER NOT NULL DEFAULT 0",
+    "states": _ONCE,
     "challenges": (
-        ", expires_at REAL NOT NULL, answer_hash TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0"
+        _RECORD + ", expires_at REAL NOT NULL, answer_hash TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0"
     ),
-    "reset_tokens": ", expires_at REAL NOT NULL, consumed INTEGER NOT NULL DEFAULT 0",
-    "sessions": (", expires_at REAL NOT NULL, subject TEXT NOT NULL, created_at REAL NOT NULL"),
-    "rate_limits": ", expires_at REAL NOT NULL, count INTEGER NOT NULL",
+    "reset_tokens": _ONCE,
+    "sessions": (
+        _RECORD + ", expires_at REAL NOT NULL, subject TEXT NOT NULL, created_at REAL NOT NULL"
+    ),
+    # one counter per (key hash, window length, window start): limiters with different
+    # windows on the same key never share a count
+    "rate_limits": (
+        "key TEXT NOT NULL, window_length REAL NOT NULL, window_start REAL NOT NULL,"
+        " expires_at REAL NOT NULL, count INTEGER NOT NULL,"
+        " PRIMARY KEY (key, window_length, window_start)"
+    ),
 }
-KINDS = tuple(SCHEMA)
+assert tuple(SCHEMA) == KINDS, "SCHEMA must define every kind, in KINDS order"
 # kind -> indexed column
 INDEXES = {"access_tokens": "grant_id", "refresh_tokens": "grant_id", "sessions": "subject"}
 
@@ -114,13 +127,6 @@ def _synchronous(value: object) -> str:
         f"option sqlite_synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)} "
         f"(or 0-3), got {value!r}"
     )
-
-
-def _overlay(cls: type[R], text: str, **fields: Any) -> R:
-    """Rebuild a record from its JSON with the authoritative column values laid over it."""
-    data = json.loads(text)
-    data.update(fields)
-    return record_from_dict(cls, data)
 
 
 class SqliteBackend:
@@ -167,11 +173,9 @@ class SqliteBackend:
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            self._drop_old_rate_limits(conn)
             for kind, columns in SCHEMA.items():
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self._t[kind]} "
-                    f"(key TEXT PRIMARY KEY, record TEXT NOT NULL{columns})"
-                )
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {self._t[kind]} ({columns})")
             for kind, column in INDEXES.items():
                 index = f'"ns_{self.namespace}_{kind}_{column}"'
                 conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {self._t[kind]} ({column})")
@@ -181,6 +185,17 @@ class SqliteBackend:
                 conn.execute("ROLLBACK")
             raise
         self._schema_ready = True
+
+    def _drop_old_rate_limits(self, conn: sqlite3.Connection) -> None:
+        """Drop a rate-limit table of the old layout (one counter per key and start).
+
+        Its rows are counters of windows that end within one window length, so the only
+        loss is that limiters count afresh once; keeping it would fail every ``hit``.
+        """
+        table = self._t["rate_limits"]
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if columns and "window_length" not in columns:
+            conn.execute(f"DROP TABLE {table}")
 
     def _transaction(
         self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection, float], T], mode: Mode
@@ -302,7 +317,9 @@ class SqliteBackend:
                 (key, now),
             ).fetchone()
             if row is not None:
-                return ConsumeResult(ConsumeStatus.CONSUMED, _overlay(cls, row[0], consumed=True))
+                return ConsumeResult(
+                    ConsumeStatus.CONSUMED, record_from_json_with(cls, row[0], consumed=True)
+                )
             row = conn.execute(
                 f"SELECT record, expires_at FROM {table} WHERE key = ?", (key,)
             ).fetchone()
@@ -310,7 +327,9 @@ class SqliteBackend:
                 return ConsumeResult(ConsumeStatus.NOT_FOUND)
             if now >= row[1]:
                 return ConsumeResult(ConsumeStatus.EXPIRED)
-            return ConsumeResult(ConsumeStatus.ALREADY_USED, _overlay(cls, row[0], consumed=True))
+            return ConsumeResult(
+                ConsumeStatus.ALREADY_USED, record_from_json_with(cls, row[0], consumed=True)
+            )
 
         return await self._run(op)
 
@@ -432,7 +451,11 @@ class SqliteBackend:
                 f"SELECT record, consumed FROM {self._t['codes']} WHERE key = ? AND expires_at > ?",
                 (key, now),
             ).fetchone()
-            return None if row is None else _overlay(CodeRecord, row[0], consumed=bool(row[1]))
+            return (
+                None
+                if row is None
+                else record_from_json_with(CodeRecord, row[0], consumed=bool(row[1]))
+            )
 
         return await self._run(op, "read")
 
@@ -510,7 +533,7 @@ class SqliteBackend:
     # refresh tokens ------------------------------------------------------------------------
     def _refresh_record(self, row: tuple[Any, ...]) -> RefreshTokenRecord:
         """``row`` = (record, expires_at, rotated, revoked)."""
-        return _overlay(
+        return record_from_json_with(
             RefreshTokenRecord,
             row[0],
             expires_at=row[1],
@@ -564,7 +587,7 @@ class SqliteBackend:
                 (old_key, now),
             ).fetchone()
             if row is not None:  # old is now marked rotated; store its successor
-                current = _overlay(RefreshTokenRecord, row[0])
+                current = record_from_json_with(RefreshTokenRecord, row[0])
                 stored = replace(current, rotated=False, revoked=False, expires_at=now + ttl)
                 text = record_to_json(stored)
                 self._insert(  # Conflict rolls the whole transaction back
@@ -650,14 +673,14 @@ class SqliteBackend:
             key,
             replace(record, attempts=0),
             ttl,
-            answer_hash=hash_secret(answer),
+            answer_hash=answer_hash(challenge_id, answer),
             attempts=0,
         )
 
     async def attempt_challenge(self, challenge_id: str, answer: str) -> AttemptResult:
         """Count one answer atomically; the challenge dies on success or lock-out."""
         key = hash_secret(check_id(challenge_id, "challenge_id"))
-        answer_hash = hash_secret(check_id(answer, "answer"))
+        check_id(answer, "answer")
         table = self._t["challenges"]
 
         def op(conn: sqlite3.Connection, now: float) -> AttemptResult:
@@ -670,9 +693,9 @@ class SqliteBackend:
                 exists = conn.execute(f"SELECT 1 FROM {table} WHERE key = ?", (key,)).fetchone()
                 status = AttemptStatus.NOT_FOUND if exists is None else AttemptStatus.EXPIRED
                 return AttemptResult(status)
-            record = _overlay(ChallengeRecord, row[0], attempts=row[1])
+            record = record_from_json_with(ChallengeRecord, row[0], attempts=row[1])
             left = record.max_attempts - record.attempts
-            if hmac.compare_digest(answer_hash, row[2]):
+            if answer_matches(challenge_id, answer, row[2]):
                 conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
                 return AttemptResult(AttemptStatus.SUCCESS, left, record)
             if left <= 0:
@@ -802,8 +825,9 @@ class SqliteBackend:
         key_hash = hash_secret(key)
         table = self._t["rate_limits"]
         sql = (
-            f"INSERT INTO {table} (key, record, expires_at, count)"
-            " VALUES (:slot, '', :expires, 1) ON CONFLICT (key) DO UPDATE SET"
+            f"INSERT INTO {table} (key, window_length, window_start, expires_at, count)"
+            " VALUES (:key, :window, :start, :expires, 1)"
+            " ON CONFLICT (key, window_length, window_start) DO UPDATE SET"
             " count = CASE WHEN :now >= expires_at THEN 1 ELSE count + 1 END,"
             " expires_at = CASE WHEN :now >= expires_at THEN excluded.expires_at"
             " ELSE expires_at END"
@@ -812,7 +836,13 @@ class SqliteBackend:
 
         def op(conn: sqlite3.Connection, now: float) -> RateLimitResult:
             start = math.floor(now / window) * window
-            params = {"slot": f"{key_hash}:{start!r}", "expires": start + window, "now": now}
+            params = {
+                "key": key_hash,
+                "window": window,
+                "start": start,
+                "expires": start + window,
+                "now": now,
+            }
             (count,) = conn.execute(sql, params).fetchone()
             return RateLimitResult(count <= limit, count, limit, start + window)
 
