@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import replace
 
 import pytest
@@ -16,19 +15,11 @@ from authconform.contract import (
     StorageBackend,
 )
 from authconform.pytest_plugin import TestClock
+from suites.contract._helpers import tolerance, uid
 
 TTL = 0.4  # alive at +0.1, gone at +0.6
 ALIVE_AT = 0.1
 GONE_AT = 0.6
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def tolerance(clock: TestClock) -> float:
-    """How far ``expires_at`` may be from now + ttl: 1 ms on a fake clock."""
-    return 0.001 if clock.fake is not None else 0.25
 
 
 def access_record(grant_id: str | None = None, **changes: object) -> AccessTokenRecord:
@@ -156,14 +147,21 @@ async def test_revoke_grant_removes_its_access_and_refresh_tokens(
     await backend.put_access_token(other_access, access_record(grant_id=other_grant), 30.0)
     await backend.put_refresh_token(other_refresh, refresh_record(other_grant), 60.0)
 
-    assert await backend.revoke_grant(grant) == 4
+    revoked = await backend.revoke_grant(grant)
     for token in access:
-        assert await backend.get_access_token(token) is None
+        assert await backend.get_access_token(token) is None, (
+            "an access token of the revoked grant is still valid"
+        )
     for token in refresh:
         got = await backend.get_refresh_token(token)
-        assert got is None or got.revoked is True
+        assert got is None or got.revoked is True, (
+            "a refresh token of the revoked grant is not revoked"
+        )
         result = await backend.rotate_refresh_token(token, uid(), 60.0)
-        assert result.status is RotateStatus.REVOKED
+        assert result.status is RotateStatus.REVOKED, (
+            f"a refresh token of the revoked grant still rotates ({result.status.name})"
+        )
+    assert revoked == 4, f"revoke_grant() counted {revoked} tokens; the grant had 2 + 2 live"
     assert await backend.get_access_token(other_access) is not None
     other = await backend.get_refresh_token(other_refresh)
     assert other is not None
@@ -192,4 +190,6 @@ async def test_returned_access_token_records_are_copies(backend: StorageBackend)
     got.extra["k"] = "changed-too"  # type: ignore[index]
     again = await backend.get_access_token(token)
     assert again is not None
-    assert again.extra == {"k": "v", "list": [1]}
+    assert again.extra == {"k": "v", "list": [1]}, (
+        f"a stored record changed through a caller's or a returned dict: {again.extra}"
+    )

@@ -22,6 +22,7 @@ from authconform.contract import (
     StorageBackend,
 )
 from authconform.pytest_plugin import TestClock
+from suites.contract._helpers import tolerance, uid
 
 pytestmark = pytest.mark.requires(Capability.CODES)
 
@@ -45,15 +46,6 @@ json_values = st.recursive(
     max_leaves=12,
 )
 payloads = st.dictionaries(st.text(st.characters(exclude_categories=["Cs"])), json_values)
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def tolerance(clock: TestClock) -> float:
-    """How far ``expires_at`` may be from now + ttl: 1 ms on a fake clock."""
-    return 0.001 if clock.fake is not None else 0.25
 
 
 def code_record(**changes: object) -> CodeRecord:
@@ -206,12 +198,16 @@ async def test_consumed_code_stays_consumed_until_it_expires(
     assert (await backend.consume_code(code)).status is ConsumeStatus.CONSUMED
     await clock.advance(ALIVE_AT)
     again = await backend.consume_code(code)
-    assert again.status is ConsumeStatus.ALREADY_USED
+    assert again.status is ConsumeStatus.ALREADY_USED, (
+        "a consumed code was consumed again: the use was not recorded"
+    )
     got = await backend.get_code(code)
     assert got is not None
     assert got.consumed is True
     await clock.advance(GONE_AT - ALIVE_AT)
-    assert (await backend.consume_code(code)).status is ConsumeStatus.EXPIRED
+    assert (await backend.consume_code(code)).status is ConsumeStatus.EXPIRED, (
+        "the consumed code outlived its expiry"
+    )
     assert await backend.get_code(code) is None
 
 
@@ -252,9 +248,13 @@ async def test_consume_with_less_than_a_second_left_is_recorded(
     await clock.advance(0.6)
     assert (await backend.consume_code(code)).status is ConsumeStatus.CONSUMED
     replay = await backend.consume_code(code)
-    assert replay.status is ConsumeStatus.ALREADY_USED
+    assert replay.status is ConsumeStatus.ALREADY_USED, (
+        "a code used with under 1 s left was consumed again: the use was not recorded"
+    )
     await clock.advance(0.5)
-    assert (await backend.consume_code(code)).status is ConsumeStatus.EXPIRED
+    assert (await backend.consume_code(code)).status is ConsumeStatus.EXPIRED, (
+        "the consumed code outlived its expiry"
+    )
     assert await backend.get_code(code) is None
 
 
@@ -303,13 +303,17 @@ async def test_returned_code_records_are_copies(backend: StorageBackend) -> None
     got.extra["added"] = True  # type: ignore[index]
     again = await backend.get_code(code)
     assert again is not None
-    assert again.extra == {"k": "v", "nested": {"a": [1]}}
+    assert again.extra == {"k": "v", "nested": {"a": [1]}}, (
+        f"a stored record changed through a caller's or a returned dict: {again.extra}"
+    )
     consumed = await backend.consume_code(code)
     assert consumed.record is not None
     consumed.record.extra["k"] = "mutated"  # type: ignore[index]
     replay = await backend.consume_code(code)
     assert replay.record is not None
-    assert replay.record.extra == {"k": "v", "nested": {"a": [1]}}
+    assert replay.record.extra == {"k": "v", "nested": {"a": [1]}}, (
+        f"a stored record changed through a caller's or a returned dict: {replay.record.extra}"
+    )
 
 
 @pytest.mark.spec("CONTRACT-records-round-trip", level="MUST")
@@ -346,5 +350,6 @@ async def test_concurrent_consumes_of_one_code_have_one_winner(backend: StorageB
     await backend.put_code(code, code_record(), 30.0)
     results = await asyncio.gather(*(backend.consume_code(code) for _ in range(40)))
     statuses = [r.status for r in results]
-    assert statuses.count(ConsumeStatus.CONSUMED) == 1, statuses
+    winners = statuses.count(ConsumeStatus.CONSUMED)
+    assert winners == 1, f"{winners} of 40 concurrent consumes of one code got CONSUMED: {statuses}"
     assert statuses.count(ConsumeStatus.ALREADY_USED) == 39, statuses

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import replace
 
 import pytest
@@ -16,17 +15,9 @@ from authconform.contract import (
     StorageBackend,
 )
 from authconform.pytest_plugin import TestClock
+from suites.contract._helpers import tolerance, uid
 
 pytestmark = pytest.mark.requires(Capability.CHALLENGES)
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def tolerance(clock: TestClock) -> float:
-    """How far ``expires_at`` may be from now + ttl: 1 ms on a fake clock."""
-    return 0.001 if clock.fake is not None else 0.25
 
 
 def challenge_record(max_attempts: int = 3, **changes: object) -> ChallengeRecord:
@@ -128,7 +119,9 @@ async def test_wrong_answer_keeps_the_ttl_of_a_challenge(
     await clock.advance(0.6 * ttl)
     assert (await backend.attempt_challenge(cid, "wrong-" + uid())).status is AttemptStatus.WRONG
     await clock.advance(0.6 * ttl)
-    assert (await backend.attempt_challenge(cid, answer)).status is AttemptStatus.EXPIRED
+    assert (await backend.attempt_challenge(cid, answer)).status is AttemptStatus.EXPIRED, (
+        "the challenge outlived its expiry after a wrong answer"
+    )
 
 
 @pytest.mark.spec("CONTRACT-existing-keys-conflict", level="MUST")

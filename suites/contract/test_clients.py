@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from authconform.contract import Capability, Conflict, StorageBackend, hash_secret
 from authconform.pytest_plugin import TestClock
+from suites.contract._helpers import tolerance, uid
 
 pytestmark = pytest.mark.requires(Capability.CLIENTS)
 
@@ -29,14 +30,6 @@ json_values = st.recursive(
     max_leaves=12,
 )
 payloads = st.dictionaries(st.text(st.characters(exclude_categories=["Cs"])), json_values)
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def tolerance(clock: TestClock) -> float:
-    return 0.001 if clock.fake is not None else 0.25
 
 
 def metadata() -> dict[str, object]:
@@ -221,7 +214,9 @@ async def test_returned_client_records_are_copies(backend: StorageBackend) -> No
     listed.metadata["added"] = True  # type: ignore[index]
     again = await backend.get_client(client_id)
     assert again is not None
-    assert dict(again.metadata) == {"redirect_uris": ["https://a.example/cb"]}
+    assert dict(again.metadata) == {"redirect_uris": ["https://a.example/cb"]}, (
+        f"a stored record changed through a caller's or a returned dict: {dict(again.metadata)}"
+    )
 
 
 @pytest.mark.spec("CONTRACT-records-round-trip", "RFC7591-3.2.1", level="MUST")

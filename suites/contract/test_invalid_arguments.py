@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,14 +30,11 @@ from authconform.contract import (
     StateRecord,
     StorageBackend,
 )
+from suites.contract._helpers import uid
 
 C = Capability
 Call = Callable[[Any], Awaitable[object]]
 Factory = Callable[..., StorageBackend]
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
 
 
 def code(**kw: Any) -> CodeRecord:

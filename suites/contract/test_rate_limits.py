@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 
 import pytest
 
 from authconform.contract import Capability, StorageBackend
 from authconform.pytest_plugin import TestClock
+from suites.contract._helpers import uid
 
 pytestmark = pytest.mark.requires(Capability.RATE_LIMITS)
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
 
 
 async def start_of_a_window(clock: TestClock, window: float, *, room: float) -> float:
@@ -75,6 +71,56 @@ async def test_rate_limit_keys_are_counted_separately(
     assert (other.allowed, other.count) == (True, 1)
 
 
+async def at_a_common_window_start(clock: TestClock, long: float, short: float) -> float:
+    """Move to just after a multiple of ``long``: windows of both lengths start there.
+
+    Returns that start. Leaves at least ``short - 0.06`` seconds before the short window
+    ends (on real time: waits at most ``long``; retried if the scheduler was late).
+    """
+    for _ in range(3):
+        now = clock.now()
+        start = math.floor(now / long) * long
+        if now - start > 0.05:
+            await clock.advance(start + long - now + 0.01)
+            now = clock.now()
+            start = math.floor(now / long) * long
+        if now - start <= 0.05:
+            return start
+    pytest.fail("could not reach the start of a rate-limit window (scheduler too slow)")
+
+
+@pytest.mark.spec("CONTRACT-rate-limit-fixed-window", level="MUST")
+async def test_windows_of_different_lengths_on_one_key_are_counted_separately(
+    backend: StorageBackend, clock: TestClock
+) -> None:
+    """A counter is identified by key, window length and window start.
+
+    Five hits of ``hit(key, 5, long)``, then ``hit(key, 3, short)`` is allowed with count
+    1, and the long window's count goes on at 6. Both windows start at the same instant
+    here, where a counter keyed by key and window start alone would be shared (a burst
+    limiter exhausted by a per-minute limiter on the same key). Windows are 60 s / 10 s
+    on a fake clock, 1 s / 0.5 s on real time.
+    """
+    key = "login:" + uid()
+    long, short = (60.0, 10.0) if clock.fake is not None else (1.0, 0.5)
+    start = await at_a_common_window_start(clock, long, short)
+    results = [await backend.hit(key, 5, long) for _ in range(5)]
+    assert [(r.allowed, r.count) for r in results] == [(True, n) for n in range(1, 6)]
+    other = await backend.hit(key, 3, short)
+    assert (other.allowed, other.count) == (True, 1), (
+        f"a {short:g} s window on a key shares its counter with the {long:g} s window of the "
+        f"same key (count {other.count}): a counter is identified by key, window length and "
+        f"window start"
+    )
+    assert abs(other.reset_at - (start + short)) <= 0.001
+    again = await backend.hit(key, 5, long)
+    assert (again.allowed, again.count) == (False, 6), (
+        f"the {long:g} s window counted the hit of the {short:g} s window "
+        f"(count {again.count}, expected 6)"
+    )
+    assert abs(again.reset_at - (start + long)) <= 0.001
+
+
 @pytest.mark.spec("CONTRACT-rate-limit-fixed-window", "CONTRACT-atomic-operations", level="MUST")
 async def test_concurrent_hits_allow_exactly_limit(
     backend: StorageBackend, clock: TestClock
@@ -87,6 +133,9 @@ async def test_concurrent_hits_allow_exactly_limit(
     key, window, limit = "token:" + uid(), 60.0, 10
     await start_of_a_window(clock, window, room=5.0)
     results = await asyncio.gather(*(backend.hit(key, limit, window) for _ in range(3 * limit)))
-    assert sum(r.allowed for r in results) == limit
-    assert sorted(r.count for r in results) == list(range(1, 3 * limit + 1))
+    allowed = sum(r.allowed for r in results)
+    assert allowed == limit, f"{allowed} of {3 * limit} concurrent hits allowed with limit {limit}"
+    assert sorted(r.count for r in results) == list(range(1, 3 * limit + 1)), (
+        "concurrent hits were lost or counted twice"
+    )
     assert all(r.allowed == (r.count <= limit) for r in results)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import replace
 
 import pytest
@@ -17,17 +16,9 @@ from authconform.contract import (
     StorageBackend,
 )
 from authconform.pytest_plugin import TestClock
+from suites.contract._helpers import tolerance, uid
 
 pytestmark = pytest.mark.requires(Capability.REFRESH)
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def tolerance(clock: TestClock) -> float:
-    """How far ``expires_at`` may be from now + ttl: 1 ms on a fake clock."""
-    return 0.001 if clock.fake is not None else 0.25
 
 
 def refresh_record(grant_id: str | None = None, **changes: object) -> RefreshTokenRecord:
@@ -118,7 +109,9 @@ async def test_refresh_rotation_revokes_previous_token(backend: StorageBackend) 
     await backend.put_refresh_token(old, refresh_record(), 60.0)
     assert (await backend.rotate_refresh_token(old, new, 60.0)).status is RotateStatus.ROTATED
     reuse = await backend.rotate_refresh_token(old, other, 60.0)
-    assert reuse.status is RotateStatus.REUSED
+    assert reuse.status is RotateStatus.REUSED, (
+        f"the rotated-out token was accepted again ({reuse.status.name}): no reuse detection"
+    )
     assert await backend.get_refresh_token(other) is None, "a reused token issued a new one"
 
 
@@ -145,13 +138,15 @@ async def test_refresh_token_reuse_revokes_the_whole_grant(backend: StorageBacke
     assert rotated.status is RotateStatus.ROTATED
 
     reuse = await backend.rotate_refresh_token(first, third, 60.0)
-    assert reuse.status is RotateStatus.REUSED
+    assert reuse.status is RotateStatus.REUSED, (
+        f"the rotated-out token was accepted again ({reuse.status.name}): no reuse detection"
+    )
     assert reuse.record is not None
     assert reuse.record.grant_id == grant
 
-    assert await backend.get_access_token(access) is None
+    assert await backend.get_access_token(access) is None, "reuse left the grant's access token"
     current = await backend.get_refresh_token(second)
-    assert current is None or current.revoked is True
+    assert current is None or current.revoked is True, "reuse left the grant's current token"
     later = await backend.rotate_refresh_token(second, uid(), 60.0)
     assert later.status is RotateStatus.REVOKED, "the token issued before the reuse still works"
     again = await backend.rotate_refresh_token(first, uid(), 60.0)
@@ -205,7 +200,7 @@ async def test_refresh_token_ttl_is_its_own(backend: StorageBackend, clock: Test
 
     await clock.advance(0.6)
     assert await backend.get_access_token(access) is None
-    assert await backend.get_refresh_token(old) is None
+    assert await backend.get_refresh_token(old) is None, "the rotated token outlived its expiry"
     assert await backend.get_refresh_token(new) is not None, "the new token died with the old"
     assert await backend.get_refresh_token(short_new) is None, "the new token kept the old TTL"
     assert await backend.get_refresh_token(long_lived) is not None
@@ -281,18 +276,26 @@ async def test_returned_refresh_token_records_are_copies(backend: StorageBackend
     stored.extra["k"] = "changed-too"  # type: ignore[index]
     got = await backend.get_refresh_token(token)
     assert got is not None
-    assert got.extra == {"k": "v"}, f"stored extra changed through a caller's dict: {got.extra}"
+    assert got.extra == {"k": "v"}, (
+        f"a stored record changed through a caller's or a returned dict: {got.extra}"
+    )
     got.extra["added"] = 1  # type: ignore[index]
     again = await backend.get_refresh_token(token)
     assert again is not None
-    assert again.extra == {"k": "v"}, f"stored extra changed via a returned record: {again.extra}"
+    assert again.extra == {"k": "v"}, (
+        f"a stored record changed through a caller's or a returned dict: {again.extra}"
+    )
     rotated = await backend.rotate_refresh_token(token, new, 60.0)
     assert rotated.record is not None
-    assert rotated.record.extra == {"k": "v"}
+    assert rotated.record.extra == {"k": "v"}, (
+        f"a stored record changed through a caller's or a returned dict: {rotated.record.extra}"
+    )
     rotated.record.extra["k"] = "mutated"  # type: ignore[index]
     fresh = await backend.get_refresh_token(new)
     assert fresh is not None
-    assert fresh.extra == {"k": "v"}
+    assert fresh.extra == {"k": "v"}, (
+        f"a stored record changed through a caller's or a returned dict: {fresh.extra}"
+    )
 
 
 @pytest.mark.spec("RFC9700-4.14.2", "CONTRACT-atomic-operations", level="MUST")
@@ -308,7 +311,8 @@ async def test_concurrent_rotations_of_one_token_have_one_winner(backend: Storag
     await backend.put_refresh_token(old, refresh_record(), 60.0)
     results = await asyncio.gather(*(backend.rotate_refresh_token(old, n, 60.0) for n in news))
     statuses = [r.status for r in results]
-    assert statuses.count(RotateStatus.ROTATED) == 1, statuses
+    winners = statuses.count(RotateStatus.ROTATED)
+    assert winners == 1, f"{winners} concurrent rotations of one token got ROTATED: {statuses}"
     assert RotateStatus.REUSED in statuses, statuses
     assert set(statuses) <= {RotateStatus.ROTATED, RotateStatus.REUSED, RotateStatus.REVOKED}
     for new, result in zip(news, results, strict=True):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import replace
 
 import pytest
@@ -16,17 +15,9 @@ from authconform.contract import (
     StorageBackend,
 )
 from authconform.pytest_plugin import TestClock
+from suites.contract._helpers import tolerance, uid
 
 pytestmark = pytest.mark.requires(Capability.RESET_TOKENS)
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def tolerance(clock: TestClock) -> float:
-    """How far ``expires_at`` may be from now + ttl: 1 ms on a fake clock."""
-    return 0.001 if clock.fake is not None else 0.25
 
 
 def reset_record(**changes: object) -> ResetTokenRecord:
@@ -92,9 +83,13 @@ async def test_consumed_reset_token_keeps_its_ttl(
     await backend.put_reset_token(token, reset_record(), 1.0)
     await clock.advance(0.6)
     assert (await backend.consume_reset_token(token)).status is ConsumeStatus.CONSUMED
-    assert (await backend.consume_reset_token(token)).status is ConsumeStatus.ALREADY_USED
+    assert (await backend.consume_reset_token(token)).status is ConsumeStatus.ALREADY_USED, (
+        "a reset token used with under 1 s left was consumed again: the use was not recorded"
+    )
     await clock.advance(0.5)
-    assert (await backend.consume_reset_token(token)).status is ConsumeStatus.EXPIRED
+    assert (await backend.consume_reset_token(token)).status is ConsumeStatus.EXPIRED, (
+        "the consumed reset token outlived its expiry"
+    )
 
 
 @pytest.mark.spec("CONTRACT-existing-keys-conflict", level="MUST")
@@ -118,11 +113,15 @@ async def test_returned_reset_token_records_are_copies(backend: StorageBackend) 
     stored.extra["k"].append("changed-too")
     first = await backend.consume_reset_token(token)
     assert first.record is not None
-    assert first.record.extra == {"k": ["v"]}
+    assert first.record.extra == {"k": ["v"]}, (
+        f"a stored record changed through a caller's or a returned dict: {first.record.extra}"
+    )
     first.record.extra["k"].append("mutated")
     replay = await backend.consume_reset_token(token)
     assert replay.record is not None
-    assert replay.record.extra == {"k": ["v"]}
+    assert replay.record.extra == {"k": ["v"]}, (
+        f"a stored record changed through a caller's or a returned dict: {replay.record.extra}"
+    )
 
 
 @pytest.mark.spec("CONTRACT-single-use", "CONTRACT-atomic-operations", level="MUST")
@@ -138,5 +137,8 @@ async def test_concurrent_consumes_of_one_reset_token_have_one_winner(
     await backend.put_reset_token(token, reset_record(), 900.0)
     results = await asyncio.gather(*(backend.consume_reset_token(token) for _ in range(40)))
     statuses = [r.status for r in results]
-    assert statuses.count(ConsumeStatus.CONSUMED) == 1, statuses
+    winners = statuses.count(ConsumeStatus.CONSUMED)
+    assert winners == 1, (
+        f"{winners} of 40 concurrent consumes of one reset token got CONSUMED: {statuses}"
+    )
     assert statuses.count(ConsumeStatus.ALREADY_USED) == 39, statuses

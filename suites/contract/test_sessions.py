@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import replace
 
 import pytest
@@ -15,17 +14,9 @@ from authconform.contract import (
     hash_secret,
 )
 from authconform.pytest_plugin import TestClock
+from suites.contract._helpers import tolerance, uid
 
 pytestmark = pytest.mark.requires(Capability.SESSIONS)
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def tolerance(clock: TestClock) -> float:
-    """How far ``expires_at`` may be from now + ttl: 1 ms on a fake clock."""
-    return 0.001 if clock.fake is not None else 0.25
 
 
 def session_record(subject: str | None = None, **changes: object) -> SessionRecord:
@@ -126,10 +117,15 @@ async def test_touch_never_shortens_a_session(backend: StorageBackend, clock: Te
 async def test_list_sessions_lists_only_live_sessions_oldest_first(
     backend: StorageBackend, clock: TestClock
 ) -> None:
-    """list_sessions never lists an expired or revoked session, nor another subject's."""
+    """list_sessions never lists an expired or revoked session, nor another subject's.
+
+    The short session lives 1 s: about six round trips and two short sleeps happen
+    between its creation and the first list (margin for a loaded machine on real time);
+    the second list comes 1.2 s later.
+    """
     subject = "user-" + uid()
     first, second, short, revoked, foreign = uid(), uid(), uid(), uid(), uid()
-    for sid, ttl in ((first, 30.0), (second, 30.0), (short, 0.3), (revoked, 30.0)):
+    for sid, ttl in ((first, 30.0), (second, 30.0), (short, 1.0), (revoked, 30.0)):
         await backend.create_session(sid, session_record(subject), ttl, 60.0)
         await clock.advance(0.01)  # distinct creation times
     await backend.create_session(foreign, session_record(), 30.0, 60.0)
@@ -141,8 +137,8 @@ async def test_list_sessions_lists_only_live_sessions_oldest_first(
         hash_secret(first),
         hash_secret(second),
         hash_secret(short),
-    ]
-    await clock.advance(0.5)
+    ], "the index misses a live session, or lists a revoked one"
+    await clock.advance(1.2)
     listed = await backend.list_sessions(subject)
     assert [s.handle for s in listed] == [hash_secret(first), hash_secret(second)]
     assert all(s.subject == subject for s in listed)
@@ -193,8 +189,12 @@ async def test_returned_session_records_are_copies(backend: StorageBackend) -> N
     assert got is not None
     got.extra["k"] = "mutated"  # type: ignore[index]
     (listed,) = await backend.list_sessions(subject)
-    assert listed.extra == {"k": "v"}
+    assert listed.extra == {"k": "v"}, (
+        f"a stored record changed through a caller's or a returned dict: {listed.extra}"
+    )
     listed.extra["k"] = "mutated-again"  # type: ignore[index]
     again = await backend.get_session(sid)
     assert again is not None
-    assert again.extra == {"k": "v"}
+    assert again.extra == {"k": "v"}, (
+        f"a stored record changed through a caller's or a returned dict: {again.extra}"
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import replace
 
 import pytest
@@ -16,17 +15,9 @@ from authconform.contract import (
     StorageBackend,
 )
 from authconform.pytest_plugin import TestClock
+from suites.contract._helpers import tolerance, uid
 
 pytestmark = pytest.mark.requires(Capability.STATES)
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
-
-
-def tolerance(clock: TestClock) -> float:
-    """How far ``expires_at`` may be from now + ttl: 1 ms on a fake clock."""
-    return 0.001 if clock.fake is not None else 0.25
 
 
 def state_record(**changes: object) -> StateRecord:
@@ -100,9 +91,13 @@ async def test_consumed_state_keeps_its_ttl(backend: StorageBackend, clock: Test
     await backend.put_state(state, state_record(), 1.0)
     await clock.advance(0.6)
     assert (await backend.consume_state(state)).status is ConsumeStatus.CONSUMED
-    assert (await backend.consume_state(state)).status is ConsumeStatus.ALREADY_USED
+    assert (await backend.consume_state(state)).status is ConsumeStatus.ALREADY_USED, (
+        "a state used with under 1 s left was consumed again: the use was not recorded"
+    )
     await clock.advance(0.5)
-    assert (await backend.consume_state(state)).status is ConsumeStatus.EXPIRED
+    assert (await backend.consume_state(state)).status is ConsumeStatus.EXPIRED, (
+        "the consumed state outlived its expiry"
+    )
 
 
 @pytest.mark.spec("CONTRACT-existing-keys-conflict", level="MUST")
@@ -126,11 +121,15 @@ async def test_returned_state_records_are_copies(backend: StorageBackend) -> Non
     stored.extra["k"] = "changed-too"  # type: ignore[index]
     first = await backend.consume_state(state)
     assert first.record is not None
-    assert first.record.extra == {"k": "v"}
+    assert first.record.extra == {"k": "v"}, (
+        f"a stored record changed through a caller's or a returned dict: {first.record.extra}"
+    )
     first.record.extra["k"] = "mutated"  # type: ignore[index]
     replay = await backend.consume_state(state)
     assert replay.record is not None
-    assert replay.record.extra == {"k": "v"}
+    assert replay.record.extra == {"k": "v"}, (
+        f"a stored record changed through a caller's or a returned dict: {replay.record.extra}"
+    )
 
 
 @pytest.mark.spec("RFC9700-4.7.1", "CONTRACT-atomic-operations", level="MUST")
@@ -144,5 +143,8 @@ async def test_concurrent_consumes_of_one_state_have_one_winner(backend: Storage
     await backend.put_state(state, state_record(), 600.0)
     results = await asyncio.gather(*(backend.consume_state(state) for _ in range(40)))
     statuses = [r.status for r in results]
-    assert statuses.count(ConsumeStatus.CONSUMED) == 1, statuses
+    winners = statuses.count(ConsumeStatus.CONSUMED)
+    assert winners == 1, (
+        f"{winners} of 40 concurrent consumes of one state got CONSUMED: {statuses}"
+    )
     assert statuses.count(ConsumeStatus.ALREADY_USED) == 39, statuses

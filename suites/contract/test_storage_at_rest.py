@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 import secrets
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
 from authconform.contract import (
     AccessTokenRecord,
+    BackendSettings,
     Capability,
     ChallengeRecord,
     CodeRecord,
@@ -19,6 +23,7 @@ from authconform.contract import (
     StateRecord,
     StorageBackend,
 )
+from suites.contract._helpers import fresh_namespace, uid
 
 Factory = Callable[..., StorageBackend]
 
@@ -45,14 +50,16 @@ def encodings(secret: str) -> dict[str, str]:
     Capability.RESET_TOKENS,
     Capability.SESSIONS,
 )
-async def test_dump_of_the_store_contains_no_secret_in_clear(backend_factory: Factory) -> None:
+async def test_dump_of_the_store_contains_no_secret_in_clear(
+    backend_factory: Factory, backend_settings: BackendSettings
+) -> None:
     """After storing one of every secret, dump_raw() shows none of them, only their hashes.
 
     Codes, access and refresh tokens (also a rotated one), states, reset tokens,
     challenge ids and answers, session ids and client secrets are all 256-bit random
     values: a store that keeps SHA-256 of them leaks nothing a thief could replay.
     """
-    backend = backend_factory("ac_" + secrets.token_hex(4))
+    backend = backend_factory(fresh_namespace(backend_settings))
     values = {
         name: secrets.token_urlsafe(32)
         for name in (
@@ -110,3 +117,59 @@ async def test_dump_of_the_store_contains_no_secret_in_clear(backend_factory: Fa
         if encoded in dump
     ]
     assert not leaks, f"the store keeps these secrets recoverable: {', '.join(leaks)}"
+
+
+#: runs of characters a digest, salt or key could be written with (hex, base64, base64url)
+#: long enough that timestamps and counters never match (at most 17 digits in a row)
+_TOKENS = re.compile(r"[A-Za-z0-9+/_-]{32,}")
+
+
+def _tokens(dump: str, namespace: str) -> Counter[str]:
+    return Counter(_TOKENS.findall(dump.replace(namespace, " ")))
+
+
+@pytest.mark.spec("CONTRACT-secrets-hashed-at-rest", level="MUST")
+@pytest.mark.requires(Capability.ADMIN, Capability.CHALLENGES)
+async def test_equal_challenge_answers_are_not_recoverable_from_a_dump(
+    backend_factory: Factory, backend_settings: BackendSettings
+) -> None:
+    """Two challenges with the same 6-digit answer: the dump shows neither the answer nor
+    SHA-256(answer), and the two stored values differ.
+
+    A 6-digit answer has 10**6 values: a bare SHA-256 of it is reversed from a dump by
+    hashing every candidate, and equal answers give equal digests. The answer is hashed
+    together with the challenge id (a secret the store keeps only hashed), so neither
+    works.
+    """
+    namespace = fresh_namespace(backend_settings)
+    backend = backend_factory(namespace)
+    answer = f"{secrets.randbelow(10**6):06d}"
+    first, second = uid(), uid()
+    await backend.put_challenge(first, answer, ChallengeRecord(subject="user-" + uid()), 60.0)
+    after_first = await backend.dump_raw()
+    await backend.put_challenge(second, answer, ChallengeRecord(subject="user-" + uid()), 60.0)
+    dump = await backend.dump_raw()
+    assert dump.strip(), "dump_raw() returned nothing: it must show what the store holds"
+
+    digest = hashlib.sha256(answer.encode("utf-8")).digest()
+    guessable = {
+        "SHA-256(answer) hex": digest.hex(),
+        "SHA-256(answer) base64": base64.b64encode(digest).decode("ascii").rstrip("="),
+        "SHA-256(answer) base64url": base64.urlsafe_b64encode(digest).decode("ascii").rstrip("="),
+    }
+    found = [name for name, form in guessable.items() if form.lower() in dump.lower()]
+    if re.search(rf"(?<![0-9A-Za-z.]){answer}(?![0-9A-Za-z])", dump):
+        found.append("the answer in clear")
+    assert not found, (
+        f"challenge answer stored recoverably: the dump holds {', '.join(found)} "
+        f"(CONTRACT-secrets-hashed-at-rest: hash the answer together with the challenge id)"
+    )
+
+    # what the second put added repeats nothing of what the first one stored
+    before, now = _tokens(after_first, namespace), _tokens(dump, namespace)
+    repeated = sum(1 for t, n in before.items() if now[t] > n)  # count only: no digests shown
+    assert repeated == 0, (
+        f"equal challenge answers are stored as equal values ({repeated} value(s) of the first "
+        f"challenge repeated in the second): the stored answer must be salted/keyed per "
+        f"challenge (CONTRACT-secrets-hashed-at-rest)"
+    )

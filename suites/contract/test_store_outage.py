@@ -1,15 +1,16 @@
 """Store outage: every operation fails closed with StorageUnavailable, health says not ok.
 
 The backend comes from ``backend_factory(outage=True)``: the same backend with settings
-under which its store cannot be reached (the factory's ``outage_settings``). Backends
-without a store (memory) or whose store cannot be down (sqlite) skip as not-applicable.
+under which its store cannot be reached (the factory's ``outage_settings``: a closed
+port for redis and postgres, a database file that cannot be opened for sqlite).
+Backends without a store that can be down (memory: no ``outage_settings``) skip as
+not-applicable.
 Every call is bounded by ``asyncio.wait_for`` so a hang fails instead of blocking.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,15 +28,12 @@ from authconform.contract import (
     StorageBackend,
     StorageUnavailable,
 )
+from suites.contract._helpers import uid
 
 C = Capability
 Call = Callable[[Any], Awaitable[object]]
 Factory = Callable[..., StorageBackend]
 BOUND = 15.0  # seconds; retries with backoff must end well before this
-
-
-def uid() -> str:
-    return secrets.token_urlsafe(24)
 
 
 def code() -> CodeRecord:

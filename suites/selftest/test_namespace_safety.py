@@ -6,23 +6,59 @@ authconform namespace, a key in a *neighbouring* namespace (``<ns>x``, which a c
 PostgreSQL. Then the full contract suite runs on redis and postgres with a namespace we
 chose, and we check that everything we planted is unchanged and that no key or schema of
 the run's namespace (or of namespaces derived from it) remains.
+
+That last check sees every namespace a check creates only because the contract checks
+derive their extra namespaces from the run's (``suites.contract._helpers.fresh_namespace``:
+``<run namespace>_<hex>``); the two cheap checks below keep it that way.
 """
 
 from __future__ import annotations
 
+import ast
+import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from authconform.contract import BackendSettings
 from fixtures.mutants.harness import (
     POSTGRES_URL,
     REDIS_URL,
+    REPO,
     clean_env,
     run_suite,
     service_unavailable,
 )
+from suites.contract._helpers import NAMESPACE_ROOM, fresh_namespace
+
+NAMESPACE = re.compile(r"[a-z0-9_]{1,40}")
+
+
+@pytest.mark.parametrize("run_namespace", ["ac_0123456789", "ac_selftest_0a1b2c3d", "x" * 40])
+def test_extra_namespaces_are_derived_from_the_run_namespace(run_namespace: str) -> None:
+    """fresh_namespace() gives new valid names under the run's prefix (trimmed if too long)."""
+    settings = BackendSettings(namespace=run_namespace)
+    made = {fresh_namespace(settings) for _ in range(20)}
+    assert len(made) == 20
+    for namespace in made:
+        assert NAMESPACE.fullmatch(namespace + "_" * NAMESPACE_ROOM), namespace
+        if len(run_namespace) <= 40 - NAMESPACE_ROOM - 9:
+            assert namespace.startswith(run_namespace + "_"), namespace
+        else:
+            assert namespace.startswith(run_namespace[:29]), namespace
+
+
+def test_contract_checks_make_no_namespace_of_their_own() -> None:
+    """No contract check spells a namespace (``"ac_..."``): they all use fresh_namespace()."""
+    found = []
+    for path in sorted((REPO / "suites" / "contract").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if re.match(r"ac_", node.value):
+                    found.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    assert not found, f"namespaces not derived from the run's: {found}"
 
 
 @pytest.fixture
