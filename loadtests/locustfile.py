@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import tomllib
 from pathlib import Path
@@ -31,17 +30,12 @@ from typing import Any
 from locust import FastHttpUser, constant, events, task
 from locust.runners import WorkerRunner
 
+from authconform.perf.gates import PERCENTILES, evaluate, load_gate_set
+
 HERE = Path(__file__).resolve().parent
 GATES_FILE = HERE / "gates.toml"
 DEFAULT_REPORT = HERE.parent / "reports" / "bench" / "gates.json"
 
-PERCENTILES = {
-    "p50": 0.50, "p66": 0.66, "p75": 0.75, "p80": 0.80, "p90": 0.90,
-    "p95": 0.95, "p98": 0.98, "p99": 0.99, "p99.9": 0.999,
-}
-GATE_RE = re.compile(
-    r"^(?P<metric>[a-z0-9_.]+):(?P<op><=|>=|<|>)?(?P<value>[0-9.]+)(?P<unit>ms|s|%)?$"
-)
 
 
 @events.init_command_line_parser.add_listener
@@ -113,42 +107,15 @@ class HotPath(FastHttpUser):
 
 
 # --- gates ------------------------------------------------------------------------------
-def parse_gate(text: str) -> tuple[str, str, float]:
-    """``p95:25ms`` -> ("p95", "<=", 25.0); latencies in ms, fail_ratio as a fraction."""
-    match = GATE_RE.match(text.strip().replace(" ", ""))
-    if not match:
-        raise ValueError(f"gate {text!r}: expected metric:[op]value[unit], e.g. p95:25ms")
-    metric, op, unit = match["metric"], match["op"] or "<=", match["unit"] or ""
-    value = float(match["value"])
-    if metric in PERCENTILES or metric in ("avg", "max"):
-        if unit not in ("ms", "s"):
-            raise ValueError(f"gate {text!r}: a latency needs ms or s")
-        value = value * 1000 if unit == "s" else value
-    elif metric == "fail_ratio":
-        value = value / 100 if unit == "%" else value
-    elif metric == "rps":
-        if unit:
-            raise ValueError(f"gate {text!r}: rps takes no unit")
-    else:
-        raise ValueError(f"gate {text!r}: unknown metric {metric!r}")
-    return metric, op, value
-
-
-def _observed(metric: str, stats: Any, duration: float) -> float:
-    if metric in PERCENTILES:
-        return float(stats.get_response_time_percentile(PERCENTILES[metric]))
-    if metric == "avg":
-        return float(stats.avg_response_time)
-    if metric == "max":
-        return float(stats.max_response_time)
-    if metric == "fail_ratio":
-        return float(stats.fail_ratio)
-    return stats.num_requests / duration if duration > 0 else 0.0
-
-
-def _holds(observed: float, op: str, limit: float) -> bool:
-    return {"<=": observed <= limit, "<": observed < limit,
-            ">=": observed >= limit, ">": observed > limit}[op]
+def _observed(stats: Any, duration: float) -> dict[str, float]:
+    figures = {m: float(stats.get_response_time_percentile(q)) for m, q in PERCENTILES.items()}
+    figures.update(
+        avg=float(stats.avg_response_time),
+        max=float(stats.max_response_time),
+        fail_ratio=float(stats.fail_ratio),
+        rps=stats.num_requests / duration if duration > 0 else 0.0,
+    )
+    return figures
 
 
 @events.quitting.add_listener
@@ -161,9 +128,7 @@ def _evaluate_gates(environment: Any, **_: Any) -> None:
         return  # with --processes, the master evaluates the aggregated stats
     report_path = Path(getattr(opts, "gates_report", "") or DEFAULT_REPORT)
     try:
-        data = tomllib.loads(Path(opts.gates_file).read_text())
-        spec = data["gates"][name]
-        gates = [parse_gate(g) for g in spec["checks"]]
+        description, gates = load_gate_set(opts.gates_file, name)
     except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as exc:
         print(f"locustfile: gates {name!r}: {exc}", file=sys.stderr)
         environment.process_exit_code = 2
@@ -172,15 +137,15 @@ def _evaluate_gates(environment: Any, **_: Any) -> None:
     start = stats.start_time or 0.0
     end = stats.last_request_timestamp or start
     duration = max(end - start, 1e-9)
-    results = []
-    for (metric, op, limit), text in zip(gates, spec["checks"], strict=True):
-        observed = _observed(metric, stats, duration)
-        results.append({"gate": text, "metric": metric, "op": op, "limit": limit,
-                        "observed": round(observed, 4), "passed": _holds(observed, op, limit)})
+    results = [
+        {"gate": r.gate.text, "metric": r.gate.metric, "op": r.gate.op, "limit": r.gate.limit,
+         "observed": round(r.observed, 4), "passed": r.passed}
+        for r in evaluate(gates, _observed(stats, duration))
+    ]
     passed = all(r["passed"] for r in results)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps({
-        "schema_version": 1, "gate_set": name, "description": spec.get("description", ""),
+        "schema_version": 1, "gate_set": name, "description": description,
         "host": environment.host, "requests": stats.num_requests,
         "failures": stats.num_failures, "duration_s": round(duration, 3),
         "passed": passed, "gates": results,
