@@ -238,6 +238,16 @@ class SqliteBackend:
                 f"sqlite {self.path}: {type(exc).__name__}: {message}"
             ) from exc
 
+    async def _get_live(self, kind: str, cls: type[T], key: str) -> T | None:
+        """The live record of ``kind`` stored under ``key``, as stored, or None."""
+        query = f"SELECT record FROM {self._t[kind]} WHERE key = ? AND expires_at > ?"
+
+        def op(conn: sqlite3.Connection, now: float) -> T | None:
+            row = conn.execute(query, (key, now)).fetchone()
+            return None if row is None else record_from_json(cls, row[0])
+
+        return await self._run(op, "read")
+
     async def _run(self, fn: Callable[[sqlite3.Connection, float], T], mode: Mode = "write") -> T:
         if self._closed:
             raise StorageUnavailable("sqlite backend is closed")
@@ -477,14 +487,7 @@ class SqliteBackend:
         """A live access token or None."""
         key = hash_secret(check_id(token, "token"))
 
-        def op(conn: sqlite3.Connection, now: float) -> AccessTokenRecord | None:
-            row = conn.execute(
-                f"SELECT record FROM {self._t['access_tokens']} WHERE key = ? AND expires_at > ?",
-                (key, now),
-            ).fetchone()
-            return None if row is None else record_from_json(AccessTokenRecord, row[0])
-
-        return await self._run(op, "read")
+        return await self._get_live("access_tokens", AccessTokenRecord, key)
 
     async def revoke_access_token(self, token: str) -> bool:
         """Delete an access token; True if it was live."""
@@ -745,14 +748,7 @@ class SqliteBackend:
         """A live session or None."""
         key = hash_secret(check_id(session_id, "session_id"))
 
-        def op(conn: sqlite3.Connection, now: float) -> SessionRecord | None:
-            row = conn.execute(
-                f"SELECT record FROM {self._t['sessions']} WHERE key = ? AND expires_at > ?",
-                (key, now),
-            ).fetchone()
-            return None if row is None else record_from_json(SessionRecord, row[0])
-
-        return await self._run(op, "read")
+        return await self._get_live("sessions", SessionRecord, key)
 
     async def touch_session(self, session_id: str, ttl: float) -> SessionRecord | None:
         """Extend to min(now + ttl, max_expires_at); never shorten."""

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from authconform.procs import signal_group, stop_groups
 
 __all__ = ["ReferenceServer", "StartError", "backend_argument", "start_reference"]
 
@@ -42,22 +43,7 @@ class ReferenceServer:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM each process group we started, SIGKILL after ``grace`` seconds."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + grace
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(5)
+        stop_groups(self.procs, grace)
 
 
 def backend_argument(name: str, source: str, redis_url: str | None,
@@ -97,7 +83,7 @@ async def _start_one(args: list[str], log: Path, timeout: float) -> tuple[
             tail = "\n".join(text.strip().splitlines()[-8:])
             raise StartError(f"`authconform serve` exited with {proc.returncode}: {tail}")
         await asyncio.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
+    signal_group(proc)
     proc.wait(5)
     raise StartError(f"`authconform serve` did not report listening within {timeout:g} s")
 

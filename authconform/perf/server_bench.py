@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from authconform._net import free_loopback_port
 
 __all__ = ["floor_app", "main"]
 
@@ -95,12 +96,6 @@ class Result:
     gates_passed: bool | None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -146,7 +141,7 @@ def _start_reference(
 
 
 def _start_floor(redis_url: str, workers: int) -> tuple[Any, str]:
-    port = _free_port()
+    port = free_loopback_port()
     cmd = [
         sys.executable, "-m", "uvicorn", "authconform.perf.server_bench:floor_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),

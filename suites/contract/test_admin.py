@@ -22,22 +22,12 @@ from authconform.contract import (
     StateRecord,
     StorageBackend,
 )
+from authconform.contract._validate import KINDS
 from authconform.pytest_plugin import TestClock
 from suites.contract._helpers import fresh_namespace, uid
 
 Factory = Callable[..., StorageBackend]
 
-KINDS = (
-    "clients",
-    "codes",
-    "access_tokens",
-    "refresh_tokens",
-    "states",
-    "challenges",
-    "reset_tokens",
-    "sessions",
-    "rate_limits",
-)
 STORED = (
     Capability.CLIENTS,
     Capability.CODES,

@@ -40,6 +40,8 @@ from urllib.parse import parse_qs, urljoin, urlparse
 import httpx
 import pytest
 
+from authconform.procs import signal_group, stop_groups
+
 REDIRECT_URI = "http://127.0.0.1:9/callback"  # loopback, never contacted (no redirects followed)
 LISTENING = re.compile(r"authconform serve: listening on (http://\S+)")
 MCP_HEADERS = {"accept": "application/json, text/event-stream",
@@ -68,27 +70,12 @@ class Procs:
     @staticmethod
     def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
         """Signal the process group of ``proc`` (ours) and wait for it."""
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
+        signal_group(proc, sig)
         proc.wait(10)
 
     def stop_all(self, grace: float = 5.0) -> None:
         """SIGTERM every group still running, SIGKILL what is left after ``grace``."""
-        for proc in self.running:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + grace
-        for proc in self.running:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.kill(proc)
+        stop_groups(self.running, grace)
         self.running.clear()
 
 
