@@ -1,10 +1,11 @@
-"""Performance gates as data: the ``metric:limit`` grammar of loadtests/gates.toml.
+"""Performance gates as data: the ``metric:limit`` grammar of gates files (gates.toml).
 
 A gate is ``<metric>:[<op>]<value>[<unit>]``: ``p95:25ms``, ``fail_ratio:0%``, ``rps:>=500``.
 Metrics: latency percentiles ``p50 p66 p75 p80 p90 p95 p98 p99 p99.9``, ``avg``, ``max``
 (units ``ms`` or ``s``, kept in ms), ``fail_ratio`` (``%`` or a fraction) and ``rps`` (no
-unit). The comparator defaults to ``<=``. No Locust import here: the locustfile feeds the
-observed figures in, and the harness's self-tests evaluate gates without Locust.
+unit). The comparator defaults to ``<=``. The shipped file is authconform/loadtests/gates.toml.
+No Locust import here: the locustfile feeds the observed figures in, and the harness's
+self-tests evaluate gates without Locust.
 """
 
 from __future__ import annotations
