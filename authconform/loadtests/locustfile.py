@@ -1,8 +1,9 @@
-"""Locust users for authconform benchmarks; gates from loadtests/gates.toml decide the exit code.
+"""Locust users for authconform benchmarks; gates (gates.toml beside it) decide the exit code.
 
-Always run as a subprocess (never imported inside pytest), e.g. by ``authconform bench server``::
+Always run as a subprocess (never imported inside pytest), e.g. by ``authconform bench server``,
+which finds this file in the installed package (``authconform.loadtests``)::
 
-    AUTHCONFORM_BENCH_TOKEN=... locust -f loadtests/locustfile.py --headless \
+    AUTHCONFORM_BENCH_TOKEN=... locust -f .../authconform/loadtests/locustfile.py --headless \
         -u 32 -r 32 --run-time 15s --host http://127.0.0.1:8000 \
         --bench-kind mcp --gates hot_path \
         --json-file reports/bench/hot.json --csv reports/bench/hot
@@ -30,15 +31,12 @@ from typing import Any
 from locust import FastHttpUser, constant, events, task
 from locust.runners import WorkerRunner
 
-from authconform.perf.gates import PERCENTILES, evaluate, load_gate_set
+from authconform.perf.gates import PERCENTILES, Gate, describe, evaluate, load_gate_set
 
-HERE = Path(__file__).resolve().parent
-GATES_FILE = HERE / "gates.toml"
-DEFAULT_REPORT = HERE.parent / "reports" / "bench" / "gates.json"
-
+GATES_FILE = Path(__file__).resolve().parent / "gates.toml"
+DEFAULT_REPORT = Path("reports", "bench", "gates.json")  # under the current directory
 
 
-@events.init_command_line_parser.add_listener
 def _options(parser: Any) -> None:
     parser.add_argument("--bench-kind", choices=["mcp", "floor"], default="mcp",
                         help="mcp: authenticated tools/call; floor: GET a bare endpoint")
@@ -46,7 +44,7 @@ def _options(parser: Any) -> None:
     parser.add_argument("--bench-protocol", default="2025-06-18",
                         help="MCP protocol revision of the tools/call (2026-07-28: single "
                         "exchange, no session machinery)")
-    parser.add_argument("--gates", default="", help="gate set of loadtests/gates.toml to apply")
+    parser.add_argument("--gates", default="", help="gate set of the gates file to apply")
     parser.add_argument("--gates-file", default=str(GATES_FILE), help="the gates file")
     parser.add_argument("--gates-report", default=str(DEFAULT_REPORT),
                         help="where to write the gate results (JSON)")
@@ -55,7 +53,7 @@ def _options(parser: Any) -> None:
 MODERN = ("2026-07-28",)  # revisions without the initialize handshake (per-request _meta)
 
 
-def _call_body(protocol: str) -> bytes:
+def _call_body(protocol: str) -> str:
     params: dict[str, Any] = {"name": "echo", "arguments": {"text": "bench"}}
     if protocol in MODERN:
         params["_meta"] = {
@@ -64,7 +62,7 @@ def _call_body(protocol: str) -> bytes:
             "io.modelcontextprotocol/clientCapabilities": {},
         }
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
-    return json.dumps(call).encode()
+    return json.dumps(call)
 
 
 class HotPath(FastHttpUser):
@@ -73,6 +71,7 @@ class HotPath(FastHttpUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
+        """Read the bench options once: kind, path, protocol revision, headers."""
         opts = self.environment.parsed_options
         self.kind = getattr(opts, "bench_kind", "mcp")
         self.path = getattr(opts, "bench_path", "") or ("/mcp" if self.kind == "mcp" else "/floor")
@@ -89,6 +88,7 @@ class HotPath(FastHttpUser):
 
     @task
     def hot(self) -> None:
+        """One request: the authenticated tools/call, or GET of the floor endpoint."""
         if self.kind == "floor":
             self.client.get(self.path, name="floor")
             return
@@ -118,39 +118,56 @@ def _observed(stats: Any, duration: float) -> dict[str, float]:
     return figures
 
 
-@events.quitting.add_listener
 def _evaluate_gates(environment: Any, **_: Any) -> None:
+    """On quitting: the final figures, and the gate set's verdict, into ``--gates-report``.
+
+    The report is written when a gate set is given or ``--gates-report`` is; its
+    ``observed`` figures (from the final stats, unlike Locust's CSV, which is written
+    once a second) are the ones the gates are judged on.
+    """
     opts = environment.parsed_options
-    name = getattr(opts, "gates", "") if opts else ""
-    if not name or environment.runner is None:
+    if opts is None or environment.runner is None:
         return
     if isinstance(environment.runner, WorkerRunner):
         return  # with --processes, the master evaluates the aggregated stats
-    report_path = Path(getattr(opts, "gates_report", "") or DEFAULT_REPORT)
-    try:
-        description, gates = load_gate_set(opts.gates_file, name)
-    except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as exc:
-        print(f"locustfile: gates {name!r}: {exc}", file=sys.stderr)
-        environment.process_exit_code = 2
+    name = getattr(opts, "gates", "")
+    if not name and not getattr(opts, "gates_report", ""):
         return
+    report_path = Path(getattr(opts, "gates_report", "") or DEFAULT_REPORT)
+    description, gates = "", list[Gate]()
+    if name:
+        try:
+            description, gates = load_gate_set(opts.gates_file, name)
+        except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as exc:
+            print(f"locustfile: gates {name!r}: {exc}", file=sys.stderr)
+            environment.process_exit_code = 2
+            return
     stats = environment.stats.total
     start = stats.start_time or 0.0
     end = stats.last_request_timestamp or start
     duration = max(end - start, 1e-9)
+    observed = _observed(stats, duration)
+    evaluated = evaluate(gates, observed)
     results = [
         {"gate": r.gate.text, "metric": r.gate.metric, "op": r.gate.op, "limit": r.gate.limit,
          "observed": round(r.observed, 4), "passed": r.passed}
-        for r in evaluate(gates, _observed(stats, duration))
+        for r in evaluated
     ]
-    passed = all(r["passed"] for r in results)
+    passed = all(r.passed for r in evaluated)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps({
-        "schema_version": 1, "gate_set": name, "description": description,
+        "schema_version": 2, "gate_set": name or None, "description": description,
         "host": environment.host, "requests": stats.num_requests,
         "failures": stats.num_failures, "duration_s": round(duration, 3),
-        "passed": passed, "gates": results,
+        "observed": {k: round(v, 4) for k, v in observed.items()},
+        "passed": passed if name else None, "gates": results,
     }, indent=2))
-    for r in results:
-        mark = "ok  " if r["passed"] else "FAIL"
-        print(f"gate {mark} {r['gate']:<18} observed {r['observed']}", file=sys.stderr)
-    environment.process_exit_code = 0 if passed else 1
+    for r in evaluated:
+        print(("ok    " if r.passed else "FAIL  ") + describe(r, name), file=sys.stderr)
+    if name:
+        environment.process_exit_code = 0 if passed else 1
+
+
+# registered by call, not as decorators: Locust's add_listener is untyped
+events.init_command_line_parser.add_listener(_options)  # type: ignore[no-untyped-call]
+events.quitting.add_listener(_evaluate_gates)  # type: ignore[no-untyped-call]
