@@ -220,6 +220,41 @@ OPTIONS: tuple[Option, ...] = (
         minimum=1,
         group="live",
     ),
+    Option(
+        "code_ttl",
+        "authorization-code lifetime (s) the deployment runs with; the code-expiry check "
+        "waits it out (at most --authconform-max-wait); default: unknown (the reference "
+        "server runs with 3)",
+        kind="float",
+        minimum=0.1,
+        group="live",
+    ),
+    Option(
+        "refresh_ttl",
+        "refresh-token lifetime (s) the deployment runs with; the refresh-expiry check "
+        "waits it out (at most --authconform-max-wait); default: unknown (the reference "
+        "server runs with 10)",
+        kind="float",
+        minimum=0.1,
+        group="live",
+    ),
+    Option(
+        "rate",
+        "most requests per second the live suite sends to the target (0: no pacing); a 429 "
+        "is retried after its Retry-After when that fits in --authconform-max-wait",
+        "0",
+        kind="float",
+        minimum=0,
+        group="live",
+    ),
+    Option(
+        "auth_limit",
+        "failed client authentications after which the deployment answers 429 (its "
+        "declared limit); unset: the brute-force check only reports what it saw",
+        kind="int",
+        minimum=1,
+        group="live",
+    ),
 )
 
 #: environment variables of ours that are not options (an unknown AUTHCONFORM_* is an error)

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
         run_checks,
     )
     from authconform.live._discovery import Discovery, discover, prm_url_for
-    from authconform.live._expect import expect_401, expect_error, fail, oauth_error
+    from authconform.live._expect import (
+        expect_401,
+        expect_error,
+        fail,
+        oauth_error,
+        refused,
+        refused_at_authorize,
+    )
     from authconform.live._flows import (
         AuthorizationRequest,
         AuthResult,
@@ -29,6 +36,13 @@ if TYPE_CHECKING:
         LiveConfig,
         McpOutcome,
         Tokens,
+    )
+    from authconform.live._outcome import (
+        Finding,
+        disabled,
+        not_advertised,
+        not_applicable,
+        unavailable,
     )
     from authconform.live._record import Exchange, LiveFailure, Recorder
     from authconform.live._redact import Redactor
@@ -47,6 +61,13 @@ _WHERE = {
     "expect_error": "_expect",
     "fail": "_expect",
     "oauth_error": "_expect",
+    "refused": "_expect",
+    "refused_at_authorize": "_expect",
+    "Finding": "_outcome",
+    "disabled": "_outcome",
+    "not_advertised": "_outcome",
+    "not_applicable": "_outcome",
+    "unavailable": "_outcome",
     "AuthorizationRequest": "_flows",
     "AuthResult": "_flows",
     "Client": "_flows",
@@ -69,6 +90,7 @@ __all__ = [
     "Client",
     "Discovery",
     "Exchange",
+    "Finding",
     "Live",
     "LiveConfig",
     "LiveFailure",
@@ -78,14 +100,20 @@ __all__ = [
     "ResponseCheck",
     "Target",
     "Tokens",
+    "disabled",
     "discover",
     "expect_401",
     "expect_error",
     "fail",
+    "not_advertised",
+    "not_applicable",
     "oauth_error",
     "prm_url_for",
+    "refused",
+    "refused_at_authorize",
     "response_check",
     "run_checks",
+    "unavailable",
 ]
 
 

@@ -1,7 +1,11 @@
-"""Response checks: plain functions registered by name, run on every recorded exchange.
+"""Response checks: plain functions registered by name, run over the run's exchanges.
 
 A check returns ``None`` when the exchange is fine, else one line saying what is wrong
 (observed vs expected). Register more with ``@response_check(name, spec, level)``.
+They run once per run, over every exchange the run recorded (``Target.history``), in the
+check of the suite that owns their rule (``test_responses.py``): a missing
+``Cache-Control: no-store`` is one finding against RFC 6749 5.1, reported once with how
+often it was seen, not a failure of every check that happened to get a token.
 """
 
 from __future__ import annotations
@@ -138,9 +142,45 @@ def _no_store(ex: Exchange, ctx: CheckContext) -> str | None:
     return None
 
 
+@response_check("registration-credentials-no-store", "RFC6749-5.1")
+def _registration_no_store(ex: Exchange, ctx: CheckContext) -> str | None:
+    if ex.purpose != "registration" or ex.status not in (200, 201):
+        return None
+    body = ex.json_body()
+    if not isinstance(body, dict):
+        return None
+    if not any(isinstance(body.get(k), str) for k in ("client_secret",
+                                                       "registration_access_token")):
+        return None
+    cache = (ex.header("cache-control") or "").lower()
+    if "no-store" not in cache:
+        return (
+            f"{ex.describe()} carries client credentials with Cache-Control "
+            f"{ex.header('cache-control')!r}"
+            " || Cache-Control: no-store on every response containing credentials"
+        )
+    return None
+
+
+@response_check("expires-in-is-a-positive-integer", "RFC6749-5.1")
+def _expires_in(ex: Exchange, ctx: CheckContext) -> str | None:
+    if ex.purpose != "token" or ex.status != 200:
+        return None
+    body = ex.json_body()
+    if not isinstance(body, dict) or "expires_in" not in body:
+        return None
+    value = body["expires_in"]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return (
+            f"{ex.describe()} with expires_in {value!r}"
+            " || expires_in a positive integer number of seconds (RFC 6749 A.14: 1*DIGIT)"
+        )
+    return None
+
+
 @response_check("oauth-errors-are-json", "RFC6749-5.2")
 def _token_errors(ex: Exchange, ctx: CheckContext) -> str | None:
-    if ex.purpose not in ("token", "revocation") or ex.status not in (400, 401):
+    if ex.purpose not in ("token", "revocation", "introspection") or ex.status not in (400, 401):
         return None
     allowed = TOKEN_ERRORS if ex.purpose == "token" else REVOCATION_ERRORS
     return _error_problem(ex, allowed, f"{ex.purpose} endpoint")

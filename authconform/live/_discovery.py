@@ -1,4 +1,11 @@
-"""Discovery the way MCP clients do it: 401 -> RFC 9728 -> RFC 8414 (or OIDC) metadata."""
+"""Discovery the way MCP clients do it: 401 -> RFC 9728 -> RFC 8414 (or OIDC) metadata.
+
+An MCP endpoint is a URL whose unauthenticated ``initialize`` answered 401 with a Bearer
+challenge: a protected-resource metadata document alone names a resource (used as the
+RFC 8707 ``resource``), not an MCP server, so MCP rules apply only where the probe says
+the target speaks MCP. The default scope follows MCP's scope selection: the challenge's
+``scope``, else every scope of the resource metadata's ``scopes_supported``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ __all__ = ["Discovery", "as_metadata_urls", "discover", "initialize_request", "p
 
 MCP_PROTOCOL_VERSION = "2025-06-18"
 _RM = re.compile(r'resource_metadata\s*=\s*"([^"]*)"|resource_metadata\s*=\s*([^\s,]+)', re.I)
+_SCOPE = re.compile(r'(?<![a-z_])scope\s*=\s*"([^"]*)"|(?<![a-z_])scope\s*=\s*([^\s,]+)', re.I)
 
 
 @dataclass
@@ -28,11 +36,43 @@ class Discovery:
     prm: dict[str, Any] | None = None
     prm_url: str | None = None
     challenge: Exchange | None = None
+    #: where ``issuer`` came from: ``prm`` (authorization_servers) or ``url`` (the user's)
+    issuer_source: str = "url"
+    #: why there is no MCP endpoint although resource metadata exists (for skip reasons)
+    no_mcp_reason: str | None = None
 
     def endpoint(self, name: str) -> str | None:
         """An endpoint URL from the AS metadata (``token``, ``registration``...)."""
         value = self.metadata.get(f"{name}_endpoint")
         return value if isinstance(value, str) and value else None
+
+    def listed(self, name: str) -> list[str] | None:
+        """A ``*_supported`` list of the AS metadata (None when absent or malformed)."""
+        value = self.metadata.get(name)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        return None
+
+    @property
+    def default_scope(self) -> str | None:
+        """MCP scope selection: the 401 challenge's ``scope``, else the PRM's scopes."""
+        if self.challenge is not None:
+            match = _SCOPE.search(self.challenge.header("www-authenticate") or "")
+            if match and (match.group(1) or match.group(2)):
+                return match.group(1) or match.group(2)
+        scopes = (self.prm or {}).get("scopes_supported")
+        if isinstance(scopes, list) and scopes and all(isinstance(x, str) for x in scopes):
+            return " ".join(scopes)
+        return None
+
+    @property
+    def scopes(self) -> list[str]:
+        """Scopes the deployment declares (resource metadata first, then AS metadata)."""
+        for doc in (self.prm or {}, self.metadata):
+            value = doc.get("scopes_supported")
+            if isinstance(value, list) and value and all(isinstance(x, str) for x in value):
+                return list(value)
+        return []
 
 
 def initialize_request(request_id: int = 1) -> dict[str, Any]:
@@ -70,13 +110,6 @@ def as_metadata_urls(issuer: str) -> list[str]:
     return urls
 
 
-def _same_issuer(a: str, b: str) -> bool:
-    def norm(u: str) -> str:
-        return u[:-1] if urlsplit(u).path == "/" else u
-
-    return norm(a) == norm(b)
-
-
 async def _json_doc(target: Target, url: str, purpose: str) -> tuple[Exchange, Any]:
     ex = await target.request(
         "GET", url, purpose=purpose, headers={"accept": "application/json"}
@@ -84,25 +117,36 @@ async def _json_doc(target: Target, url: str, purpose: str) -> tuple[Exchange, A
     return ex, ex.json_body() if ex.status == 200 else None
 
 
-async def discover(target: Target) -> Discovery:
-    """Discover the deployment from its first URL; a ``LiveFailure`` says why not."""
-    url = target.urls[0]
-    tried: list[Exchange] = []
-    probe = await target.request(
+async def _mcp_probe(target: Target, url: str) -> Exchange:
+    return await target.request(
         "POST",
         url,
         purpose="mcp",
         json_body=initialize_request(),
-        headers={"accept": "application/json, text/event-stream"},
+        headers={"accept": "application/json, text/event-stream",
+                 "mcp-protocol-version": MCP_PROTOCOL_VERSION},
     )
+
+
+def _bearer_challenge(ex: Exchange) -> bool:
+    return ex.status == 401 and (ex.header("www-authenticate") or "").lower().startswith(
+        "bearer"
+    )
+
+
+async def discover(target: Target) -> Discovery:
+    """Discover the deployment from its first URL; a ``LiveFailure`` says why not."""
+    url = target.urls[0]
+    tried: list[Exchange] = []
+    probe = await _mcp_probe(target, url)
     tried.append(probe)
-    mcp_url: str | None = None
-    prm_url: str | None = None
+    challenge: Exchange | None = probe if _bearer_challenge(probe) else None
+    mcp_url: str | None = url if challenge is not None else None
     prm: dict[str, Any] | None = None
-    if probe.status == 401:
-        mcp_url = url
-        match = _RM.search(probe.header("www-authenticate") or "")
-        prm_url = (match.group(1) or match.group(2)) if match else prm_url_for(url)
+    no_mcp: str | None = None
+    if challenge is not None:
+        match = _RM.search(challenge.header("www-authenticate") or "")
+        prm_url: str | None = (match.group(1) or match.group(2)) if match else prm_url_for(url)
     else:
         prm_url = prm_url_for(url)
     if prm_url is not None:
@@ -121,33 +165,51 @@ async def discover(target: Target) -> Discovery:
         else:
             prm_url = None
     issuer = url
+    source = "url"
     if prm is not None:
-        if mcp_url is None and isinstance(prm.get("resource"), str):
-            if origin(prm["resource"]) in target.origins:
-                mcp_url = prm["resource"]
+        resource = prm.get("resource")
+        if mcp_url is None and isinstance(resource, str) and origin(resource) in target.origins:
+            if resource.rstrip("/") == url.rstrip("/"):
+                no_mcp = f"{url} answered an MCP initialize with {probe.describe()}"
+            else:
+                again = await _mcp_probe(target, resource)
+                tried.append(again)
+                if _bearer_challenge(again):
+                    mcp_url, challenge = resource, again
+                else:
+                    no_mcp = (f"the protected resource {resource} answered an MCP "
+                              f"initialize with {again.describe()}, not a Bearer challenge")
         servers = prm.get("authorization_servers")
         if not (isinstance(servers, list) and servers and isinstance(servers[0], str)):
-            raise LiveFailure(
-                f"protected-resource metadata without authorization_servers: {sorted(prm)}",
-                "authorization_servers naming at least one issuer (MCP requires it)",
-                tried,
-                spec="RFC9728-2",
-            )
-        issuer = servers[0]
-        target.allow_origin(issuer)
+            if mcp_url is not None:
+                raise LiveFailure(
+                    f"protected-resource metadata without authorization_servers: {sorted(prm)}",
+                    "authorization_servers naming at least one issuer (MCP requires it)",
+                    tried,
+                    spec="RFC9728-2",
+                )
+        else:
+            issuer = servers[0]
+            source = "prm"
+            target.allow_origin(issuer)
     for meta_url in as_metadata_urls(issuer):
         ex, body = await _json_doc(target, meta_url, "metadata")
         tried.append(ex)
         if isinstance(body, dict):
+            target.liveness_url = meta_url
+            resource = (prm or {}).get("resource")
             return Discovery(
                 issuer=issuer,
                 metadata=body,
                 metadata_url=meta_url,
                 mcp_url=mcp_url,
-                resource=(prm or {}).get("resource") or mcp_url,
+                resource=(resource if isinstance(resource, str) else mcp_url)
+                if mcp_url is not None else None,
                 prm=prm,
                 prm_url=prm_url,
-                challenge=probe if probe.status == 401 else None,
+                challenge=challenge,
+                issuer_source=source,
+                no_mcp_reason=no_mcp,
             )
     last = tried[-1]
     raise LiveFailure(
@@ -161,5 +223,18 @@ async def discover(target: Target) -> Discovery:
 
 
 def issuer_matches(discovery: Discovery) -> bool:
-    """RFC 8414 section 3.3: the metadata's issuer is the one the URL was built from."""
-    return _same_issuer(str(discovery.metadata.get("issuer", "")), discovery.issuer)
+    """RFC 8414 section 3.3: the metadata's issuer is identical to the one the URL came from.
+
+    Identical strings. The one allowance: an issuer typed by the user (``--server-url``)
+    with an empty or ``/`` path names the same metadata URL whether or not it ends in
+    ``/`` (RFC 8414 3.1 removes a terminating ``/``), so either spelling the server
+    publishes is the one the user meant.
+    """
+    published = discovery.metadata.get("issuer")
+    if not isinstance(published, str):
+        return False
+    if published == discovery.issuer:
+        return True
+    if discovery.issuer_source == "url" and urlsplit(discovery.issuer).path in ("", "/"):
+        return published.rstrip("/") == discovery.issuer.rstrip("/")
+    return False

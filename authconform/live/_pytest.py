@@ -1,10 +1,12 @@
 """pytest sub-plugin of the live suite (registered by ``authconform.pytest_plugin``).
 
-Target parametrization, response checks after every live check, redaction of every
-report of a live check, and SHOULD-level severity: a failed SHOULD check of ours passes
-with a ``warned`` property and a summary line, and fails only under
-``--authconform-strict``. It applies to our items only and imports nothing heavy at
-import time (httpx and the rest load when a live check runs).
+Target parametrization, a preflight of ``--server-url`` targets before any check runs
+(an unreachable target, or one that answers nothing like OAuth or MCP, is one usage
+error: exit 4), redaction of every report of a live check, and severity by level: a
+failed SHOULD check of ours passes with a ``warned`` property and a summary line, and
+fails only under ``--authconform-strict``; a finding with no normative text behind it is
+a ``note`` (neither pass nor fail). It applies to our items only and imports nothing
+heavy at import time (httpx and the rest load when a live check runs).
 """
 
 from __future__ import annotations
@@ -20,23 +22,45 @@ from authconform._options import setting
 from authconform._session import is_ours, run_config
 from authconform.live._drivers import BUILTIN_DRIVERS, load_driver
 
-__all__ = ["NOTES", "PROCESS_LOCAL", "TargetSpec", "attach_live", "note", "run_last"]
+__all__ = [
+    "NOTES",
+    "PROCESS_LOCAL",
+    "TargetSpec",
+    "aging",
+    "attach_live",
+    "note",
+    "preflight_error",
+    "run_last",
+]
 
 _LIVE = pytest.StashKey[Any]()
 WARNED = pytest.StashKey[list[str]]()
 NOTES = pytest.StashKey[list[str]]()
+_AGING = pytest.StashKey[bool]()
 _SOFT = ("SHOULD", "SHOULD NOT", "MAY")
 PROCESS_LOCAL = ("memory", "fakeredis")
 
 
 def run_last(order: int) -> Any:
-    """Decorator: run this live check after the others (cleanup 1, log scan 2)."""
+    """Decorator: run this live check after the others, in ``order``.
+
+    1: the run-wide checks (response rules over every exchange, findings of other
+    checks, token entropy); 2: the expiry checks (their material aged meanwhile);
+    3: the brute-force check (it may make the target rate-limit us); 4: cleanup;
+    5: the log scan.
+    """
 
     def mark(fn: Any) -> Any:
         fn.authconform_last = order
         return fn
 
     return mark
+
+
+def aging(fn: Any) -> Any:
+    """Decorator: the check uses material that ages from the run's first check on."""
+    fn.authconform_ages = True
+    return fn
 
 
 @dataclass(frozen=True)
@@ -120,14 +144,44 @@ def pytest_collection_modifyitems(
         keys[id(item)] = (group, order)
     if moved:
         items.sort(key=lambda item: keys[id(item)])
+    config.stash[_AGING] = any(
+        getattr(getattr(i, "function", None), "authconform_ages", False) for i in items
+    )
+    urls = [u for u in setting(config, "server_url") if u]
+    live_items = [i for i in items if is_ours(getattr(i, "path", None))
+                  and i.get_closest_marker("authconform_live") is not None]
+    if urls and live_items:
+        problem = preflight_error(config, urls)
+        if problem is not None:
+            raise pytest.UsageError(problem)
+
+
+def preflight_error(config: pytest.Config, urls: list[str]) -> str | None:
+    """One line saying why the ``--server-url`` target cannot be tested, or None."""
+    from authconform._session import run
+    from authconform.live._session import preflight
+
+    return run(preflight(config, urls))
 
 
 def attach_live(request: pytest.FixtureRequest, live_session: Any) -> Any:
-    """Give one check the session's target with a fresh exchange recorder."""
+    """Give one check the session's target with a fresh exchange recorder.
+
+    A target that went down earlier makes the check ``unavailable`` with that one cause;
+    before the first check that needs it, the material of the expiry checks starts aging.
+    """
     from authconform.live._record import Recorder
 
+    if live_session.target.down is not None:
+        pytest.skip(f"unavailable: the target stopped answering earlier in this run "
+                    f"({live_session.target.redactor.redact(live_session.target.down)})")
     live_session.target.recorder = Recorder()
     request.node.stash[_LIVE] = live_session
+    if request.config.stash.get(_AGING, False):
+        from authconform._session import run
+
+        run(live_session.start_aging())
+        live_session.target.recorder = Recorder()
     return live_session
 
 
@@ -138,30 +192,6 @@ def note(request: pytest.FixtureRequest, text: str) -> None:
         text = live.target.redactor.redact(text)
     request.node.user_properties.append(("authconform_note", text))
     request.config.stash[NOTES].append(f"{request.node.nodeid}: {text}")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
-    """After a live check passes, run every response check on its exchanges."""
-    result = yield
-    live = item.stash.get(_LIVE, None)
-    if live is not None:
-        from authconform.live._checks import run_checks
-        from authconform.live._record import LiveFailure
-
-        failures = run_checks(live.target.recorder.exchanges, live.target)
-        if failures:
-            first = failures[0]
-            hard = [f for f in failures if (f.level or "MUST") not in _SOFT]
-            raise LiveFailure(
-                "; ".join(f.observed for f in failures[:3])
-                + (f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""),
-                first.expected,
-                [ex for f in failures[:3] for ex in f.exchanges],
-                spec=(hard or failures)[0].spec,
-                level=(hard or failures)[0].level,
-            )
-    return result
 
 
 def _spec_lines(item: pytest.Item, failure: Any) -> tuple[list[str], str]:

@@ -32,7 +32,22 @@ from authconform.live._target import Target
 __all__ = ["open_live_session"]
 
 
+#: lifetimes (s) the reference server runs with when the user declares none: short, so
+#: the expiry checks wait little (their material ages while the other checks run)
+REFERENCE_LIFETIMES = {"code_ttl": 3.0, "refresh_ttl": 10.0}
+#: the reference target declares two scopes, one of them needed by a tool, so the scope
+#: checks (order, refresh narrowing, insufficient_scope) have something to test
+REFERENCE_SCOPES = ["--scope", "mcp", "--scope", "mcp:identity",
+                    "--tool-scope", "whoami=mcp:identity"]
+
+
+def _optional_float(config: pytest.Config, name: str) -> float | None:
+    value = setting(config, name)
+    return float(value) if value not in (None, "") else None
+
+
 def _live_config(config: pytest.Config) -> LiveConfig:
+    limit = setting(config, "auth_limit")
     return LiveConfig(
         driver=setting(config, "driver"),
         client_id=setting(config, "client_id"),
@@ -43,7 +58,43 @@ def _live_config(config: pytest.Config) -> LiveConfig:
         flows=int(setting(config, "flows")),
         server_log=tuple(p for p in setting(config, "server_log") if p),
         client_auth_method=setting(config, "client_auth"),
+        code_ttl=_optional_float(config, "code_ttl"),
+        refresh_ttl=_optional_float(config, "refresh_ttl"),
+        auth_limit=int(limit) if limit not in (None, "") else None,
     )
+
+
+async def preflight(config: pytest.Config, urls: list[str]) -> str | None:
+    """Why the ``--server-url`` target cannot be tested (one line), or None.
+
+    Discovery from the first URL must find authorization-server metadata (through an
+    MCP endpoint's 401 or directly); every other instance must serve the same metadata
+    document. Runs before any check, on a throwaway client.
+    """
+    from authconform.live._discovery import discover
+    from authconform.live._record import LiveFailure
+
+    timeout = float(setting(config, "timeout"))
+    target = Target("preflight", urls, timeout=timeout)
+    what = f"--server-url {urls[0]}"
+    try:
+        disc = await discover(target)
+        for instance in range(1, len(urls)):
+            url = target.on(instance, disc.metadata_url)
+            ex = await target.request("GET", url, purpose="metadata", instance=instance)
+            if ex.status != 200 or not isinstance(ex.json_body(), dict):
+                return (f"--server-url {urls[instance]} (instance {instance + 1}) answers "
+                        f"{ex.describe()} for the metadata the first instance serves")
+    except LiveFailure as exc:
+        observed = exc.observed
+        if "no response" in observed or exc.exchanges and exc.exchanges[-1].error:
+            return f"{what}: no answer ({observed})"
+        return f"{what} answers nothing like OAuth or MCP: {observed}"
+    except pytest.skip.Exception as exc:
+        return f"{what}: {str(exc.msg).removeprefix('unavailable: ')}"
+    finally:
+        await target.aclose()
+    return None
 
 
 def _as_only(args: list[str]) -> bool:
@@ -86,8 +137,15 @@ async def open_live_session(config: pytest.Config, target_spec: TargetSpec) -> A
         backend_arg = backend_argument(
             spec.name, spec.source, run.settings.redis_url, run.settings.postgres_url, workdir
         )
-        extra = ["--access-ttl", str(setting(config, "access_ttl"))]
-        extra += [a for a in setting(config, "server_arg") if a]
+        for name, default in REFERENCE_LIFETIMES.items():
+            if getattr(cfg, name) is None:
+                setattr(cfg, name, default)
+        extra = ["--access-ttl", str(setting(config, "access_ttl")),
+                 "--code-ttl", f"{cfg.code_ttl:g}", "--refresh-ttl", f"{cfg.refresh_ttl:g}"]
+        user_args = [a for a in setting(config, "server_arg") if a]
+        if not any(a.startswith(("--scope", "--tool-scope")) for a in user_args):
+            extra += REFERENCE_SCOPES
+        extra += user_args
         try:
             server = await start_reference(
                 backend_arg, namespace, workdir, instances=count, extra=extra
@@ -98,7 +156,10 @@ async def open_live_session(config: pytest.Config, target_spec: TargetSpec) -> A
         if spec.name not in PROCESS_LOCAL:
             drop = (spec, namespace, workdir)
     redactor = Redactor()
-    target = Target(target_spec.name, urls, timeout=timeout, redactor=redactor)
+    target = Target(
+        target_spec.name, urls, timeout=timeout, redactor=redactor,
+        rate=float(setting(config, "rate")), max_wait=cfg.max_wait,
+    )
     live = Live(target, cfg)
     if server is not None:
         live.log_source = server.log_text
@@ -116,10 +177,24 @@ async def open_live_session(config: pytest.Config, target_spec: TargetSpec) -> A
                 f"{target.name}: pre-registered client {cfg.client_id}: {used} token "
                 f"responses; {live.registered} clients registered dynamically"
             )
+        notes = config.stash[NOTES]
+        if target.down is not None:
+            notes.append(f"{target.name}: the target stopped answering "
+                         f"({redactor.redact(target.down)}); the checks after that are "
+                         "unavailable")
+        if target.rate_limited:
+            notes.append(f"{target.name}: {len(target.rate_limited)} answers were 429 "
+                         f"(first: {target.rate_limited[0]}); see --authconform-rate")
+        unreported = [f for f in live.findings if f.key() not in live.reported]
+        for found in unreported[:5]:
+            notes.append(f"{target.name}: finding for {found.spec} (its check did not run): "
+                         f"{redactor.redact(found.observed)}")
+        for line in live.notes:
+            notes.append(f"{target.name}: {redactor.redact(line)}")
         target.recorder = Recorder()
         try:
-            problems = await live.cleanup()
-            for problem in problems:
+            problems, more = ([], []) if target.down is not None else await live.cleanup()
+            for problem in [*problems, *more]:
                 config.stash[NOTES].append(f"{target.name}: cleanup: {redactor.redact(problem)}")
         finally:
             await target.aclose()

@@ -18,7 +18,9 @@ This module assembles the app; each part has its own module in this package:
                     behind our request checks
 ``_clientauth``     client authentication against stored secret hashes
 ``_consent``        the consent pages (``consent="form"``)
+``_management``     RFC 7592 registration management and RFC 7662 introspection
 ``_bearer``         the bearer guard in front of the MCP endpoint
+``_scopes``         tool scopes: 403 ``insufficient_scope`` for a call that lacks one
 ``_tools``          the MCP tools and the SDK ``Server`` serving them
 ``_mcp``            the lean MCP endpoint
 ``_faults``         store outage -> 503; injected faults and delays
@@ -120,9 +122,11 @@ from authconform.server._bearer import BearerGuard, CachedBearerBackend
 from authconform.server._config import ServerConfig
 from authconform.server._consent import consent_endpoint
 from authconform.server._faults import FaultMiddleware, OutageMiddleware
+from authconform.server._management import ClientManagement, Introspection
 from authconform.server._mcp import LeanMCPEndpoint
 from authconform.server._oauth import AuthorizationServer
 from authconform.server._provider import CONSENT_PATH, StoreProvider
+from authconform.server._scopes import ScopeGuard
 from authconform.server._tools import TOOL_LIST, TOOLS, mcp_server, tool_unknown, wire
 
 __all__ = ["create_app"]
@@ -134,8 +138,10 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
     Endpoints (below the issuer's path ``P``; the MCP endpoint at the resource URL's path):
     ``GET /.well-known/oauth-authorization-server[P]`` (RFC 8414),
     ``GET /.well-known/oauth-protected-resource[/mcp]`` (RFC 9728),
-    ``POST P/register`` (RFC 7591), ``GET|POST P/authorize``, ``POST P/consent``,
-    ``POST P/token``, ``POST P/revoke`` (RFC 7009), ``/mcp`` (streamable HTTP, bearer).
+    ``POST P/register`` (RFC 7591), ``GET|PUT|DELETE P/register/<client_id>``
+    (RFC 7592), ``GET|POST P/authorize``, ``POST P/consent``, ``POST P/token``,
+    ``POST P/revoke`` (RFC 7009), ``POST P/introspect`` (RFC 7662), ``/mcp`` (streamable
+    HTTP, bearer).
     The backend is closed when the app shuts down. ``config.role`` ``as`` leaves out the
     MCP endpoint and the protected-resource metadata; ``rs`` leaves out every
     authorization-server endpoint (its resource metadata names ``config.issuer``).
@@ -149,6 +155,9 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
         default_scopes=list(config.scopes) or None,
     )
     oauth = AuthorizationServer(provider, config, options)
+    management = ClientManagement(provider, config)
+    oauth.management = management
+    introspection = Introspection(provider, oauth.authenticator, config)
     resource_url = config.resource_url
     resource_path = urlparse(resource_url).path.rstrip("/")
     resource_metadata_url = str(build_resource_metadata_url(AnyHttpUrl(resource_url)))
@@ -184,6 +193,8 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
         mcp_endpoint: ASGIApp = AuthContextMiddleware(StreamableHTTPASGIApp(session_manager))
     else:
         mcp_endpoint = _lean_endpoint(server, security, mcp_state)
+    if config.tool_scopes:
+        mcp_endpoint = ScopeGuard(mcp_endpoint, dict(config.tool_scopes), resource_metadata_url)
     mcp_app = BearerGuard(
         mcp_endpoint,
         CachedBearerBackend(
@@ -242,6 +253,16 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
             Route(
                 base + "/revoke",
                 cors(oauth.revoke, ["POST", "OPTIONS"]),
+                methods=["POST", "OPTIONS"],
+            ),
+            Route(
+                base + "/register/{client_id}",
+                cors(management.handle, ["GET", "PUT", "DELETE", "OPTIONS"]),
+                methods=["GET", "PUT", "DELETE", "OPTIONS"],
+            ),
+            Route(
+                base + "/introspect",
+                cors(introspection.handle, ["POST", "OPTIONS"]),
                 methods=["POST", "OPTIONS"],
             ),
         ]

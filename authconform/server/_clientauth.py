@@ -69,6 +69,9 @@ class StoreClientAuthenticator(ClientAuthenticator):
         form_id = form_id if isinstance(form_id, str) and form_id else None
         if basic is not None and form_id is not None and basic[0] != form_id:
             raise AuthenticationError("client_id in the body differs from the Basic credentials")
+        if basic is not None and form.get("client_secret"):
+            # RFC 6749 2.3 / OAuth 2.1 2.4: one authentication method per request
+            raise AuthenticationError("more than one client authentication method")
         client_id = form_id or (basic[0] if basic else None)
         if not client_id:
             raise AuthenticationError("missing client_id")

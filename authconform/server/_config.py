@@ -151,7 +151,8 @@ class ServerConfig:
       ``wrapper_paths``: the ``module:callable`` strings they came from (so that worker
       processes can import them again); set by the CLI.
     - ``scopes``: scopes offered (``scopes_supported``) and given to clients that
-      register without a ``scope``.
+      register without a ``scope``. ``tool_scopes``: ``(tool, scope)`` pairs: a call of
+      that tool needs that scope (403 ``insufficient_scope`` otherwise).
     - ``subject``: the resource owner every grant is issued for (there is no login).
     - ``fault_seed``: seed of the fault/delay dice (None: random).
     - ``access_log``: uvicorn access log (query strings are always redacted).
@@ -179,6 +180,7 @@ class ServerConfig:
     app_wrapper: Callable[[Any], Any] | None = field(default=None, compare=False)
     wrapper_paths: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ("mcp",)
+    tool_scopes: tuple[tuple[str, str], ...] = ()
     subject: str = "authconform-user"
     fault_seed: int | None = None
     access_log: bool = True
@@ -256,6 +258,7 @@ class ServerConfig:
                 "delays": [[d.endpoint, d.seconds, d.rate] for d in self.delays],
                 "wrapper_paths": list(self.wrapper_paths),
                 "scopes": list(self.scopes),
+                "tool_scopes": [list(pair) for pair in self.tool_scopes],
                 "subject": self.subject,
                 "fault_seed": self.fault_seed,
                 "access_log": self.access_log,
@@ -278,6 +281,7 @@ class ServerConfig:
             faults=tuple(Fault(e, int(s), float(r)) for e, s, r in data.get("faults", [])),
             delays=tuple(Delay(e, float(s), float(r)) for e, s, r in data.get("delays", [])),
             scopes=tuple(data.get("scopes", ("mcp",))),
+            tool_scopes=tuple((str(t), str(sc)) for t, sc in data.get("tool_scopes", [])),
             subject=data.get("subject", "authconform-user"),
             fault_seed=data.get("fault_seed"),
             access_log=bool(data.get("access_log", True)),

@@ -12,8 +12,10 @@ page ``_consent``'s.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from mcp.server.auth.handlers.authorize import AuthorizationHandler
 from mcp.server.auth.handlers.metadata import MetadataHandler
@@ -25,7 +27,7 @@ from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOption
 from mcp.shared.auth import OAuthMetadata
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import Message
 
 from authconform.errors import StorageUnavailable
@@ -40,9 +42,20 @@ from authconform.server._consent import consent_page
 from authconform.server._provider import CONSENT_PATH, OUTAGE
 from authconform.server._responses import FRAME_HEADERS, NO_STORE, oauth_error
 
-__all__ = ["GRANT_TYPES", "AuthorizationServer", "authorization_server_metadata"]
+__all__ = ["GRANT_TYPES", "AuthorizationServer", "authorization_server_metadata", "with_iss"]
 
 GRANT_TYPES = ("authorization_code", "refresh_token")
+#: RFC 7636 4.1 / OAuth 2.1 A.17: code-verifier = 43*128unreserved
+_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+
+
+def with_iss(location: str, issuer: str) -> str:
+    """``location`` with ``iss`` added when it has none (RFC 9207 2: errors too)."""
+    parts = urlsplit(location)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "iss" for k, _ in query):
+        return location
+    return urlunsplit(parts._replace(query=urlencode([*query, ("iss", issuer)])))
 
 
 def _is_form(request: Request) -> bool:
@@ -105,6 +118,9 @@ def authorization_server_metadata(
             "client_secret_basic",
         ],
         authorization_response_iss_parameter_supported=True,
+        introspection_endpoint=base + "/introspect",
+        introspection_endpoint_auth_methods_supported=["client_secret_post",
+                                                       "client_secret_basic"],
         response_types_supported=["code"],
         grant_types_supported=list(GRANT_TYPES),
         code_challenge_methods_supported=["S256"],
@@ -128,6 +144,8 @@ class AuthorizationServer:
         self.sdk_register = RegistrationHandler(provider, options=options)
         self.sdk_revoke = RevocationHandler(provider, self.authenticator)
         self.sdk_metadata = MetadataHandler(self.metadata)
+        #: RFC 7592 management (set by ``create_app``); None: registrations have none
+        self.management: Any = None
 
     async def authorize(self, request: Request) -> Response:
         """``GET|POST /authorize``: our exact checks first, then the SDK's handler."""
@@ -171,6 +189,8 @@ class AuthorizationServer:
             else:
                 scopes = " ".join(self.provider._default_scopes(client))
             return consent_page(self.config, client, request_id, scopes)
+        if response.status_code in (302, 303) and "error=" in location:
+            response.headers["location"] = with_iss(location, self.config.issuer_url)
         for key, value in FRAME_HEADERS.items():
             response.headers.setdefault(key, value)
         return response
@@ -228,6 +248,19 @@ class AuthorizationServer:
                         target = _with_form(request, items)
                     if not stored.code_challenge:
                         return oauth_error("invalid_grant", "the code was issued without PKCE")
+                    verifier = form.get("code_verifier")
+                    if not isinstance(verifier, str) or not verifier:
+                        return oauth_error(
+                            "invalid_grant",
+                            "code_verifier is missing: the authorization request had a "
+                            "code_challenge (OAuth 2.1 4.1.3)",
+                        )
+                    if not _VERIFIER.match(verifier):
+                        return oauth_error(
+                            "invalid_request",
+                            "code_verifier must be 43 to 128 unreserved characters "
+                            "(RFC 7636 4.1)",
+                        )
                     resource = form.get("resource")
                     if isinstance(resource, str) and resource and resource != stored.resource:
                         return oauth_error(
@@ -269,7 +302,14 @@ class AuthorizationServer:
         return await self.sdk_revoke.handle(target)
 
     async def register(self, request: Request) -> Response:
-        """``POST /register`` (RFC 7591): the SDK's handler, answered no-store."""
+        """``POST /register`` (RFC 7591): the SDK's handler, answered no-store.
+
+        A registration also gets its RFC 7592 configuration endpoint and token.
+        """
         response = await self.sdk_register.handle(request)
+        if response.status_code == 201 and self.management is not None:
+            body = json.loads(bytes(response.body))
+            body = await self.management.issue(body)
+            return JSONResponse(body, status_code=201, headers=NO_STORE)
         response.headers.update(NO_STORE)
         return response

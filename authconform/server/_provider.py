@@ -73,10 +73,33 @@ PENDING_TTL = 600.0  # a consent form is good for 10 minutes
 CONSENT_PATH = "/consent"
 
 
+def loopback_match(uri: str, registered: str) -> bool:
+    """``uri`` is ``registered`` but for the port, on a loopback IP (RFC 8252 7.3).
+
+    OAuth 2.1 4.1.1 / RFC 8252 7.3: the authorization server MUST allow any port for
+    loopback IP redirect URIs (``http://127.0.0.1`` or ``http://[::1]``); everything else
+    (scheme, host, path, query) still compares exactly.
+    """
+    a, b = urlparse(uri), urlparse(registered)
+    if a.scheme != "http" or a.hostname not in ("127.0.0.1", "::1") or a.fragment:
+        return False
+    return (a.scheme, a.hostname, a.path, a.query, a.params) == (
+        b.scheme, b.hostname, b.path, b.query, b.params
+    ) and uri.split("://", 1)[0] == registered.split("://", 1)[0]
+
+
 class StoredClient(OAuthClientInformationFull):
     """A registered client. ``client_secret`` is never known (only its hash is stored)."""
 
     has_secret: bool = False
+
+    def validate_redirect_uri(self, redirect_uri: AnyUrl | None) -> AnyUrl:
+        """The SDK's check, plus any port for a registered loopback IP URI (RFC 8252 7.3)."""
+        if redirect_uri is not None:
+            for registered in self.redirect_uris or []:
+                if loopback_match(str(redirect_uri), str(registered)):
+                    return redirect_uri
+        return super().validate_redirect_uri(redirect_uri)
 
 
 class StoredCode(AuthorizationCode):
@@ -168,7 +191,7 @@ class StoreProvider:
         data = {
             k: v
             for k, v in dict(record.metadata).items()
-            if k not in ("client_secret", "client_id")
+            if k not in ("client_secret", "client_id") and not k.startswith("_")
         }
         return StoredClient.model_validate(
             {**data, "client_id": record.client_id, "has_secret": record.secret_hash is not None}
@@ -209,10 +232,11 @@ class StoreProvider:
         """The registered URI ``uri`` is, by exact string comparison, or None.
 
         RFC 6749 3.1.2.3 / OAuth 2.1 / RFC 9700 2.1: exact matching; no prefixes, no
-        added paths or query parameters.
+        added paths or query parameters. The one exception: a loopback IP URI matches
+        with any port (RFC 8252 7.3, OAuth 2.1 4.1.1).
         """
         for registered in client.redirect_uris or []:
-            if str(registered) == uri:
+            if str(registered) == uri or loopback_match(uri, str(registered)):
                 return uri
         return None
 

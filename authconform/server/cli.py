@@ -209,6 +209,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SCOPE",
         help="scopes offered (repeatable; default: mcp)",
     )
+    p.add_argument(
+        "--tool-scope",
+        action="append",
+        default=[],
+        metavar="TOOL=SCOPE",
+        help="a call of TOOL needs SCOPE (403 insufficient_scope otherwise); repeatable",
+    )
     p.add_argument("--subject", default="authconform-user", help="resource owner of every grant")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--no-access-log", action="store_true", help="turn the access log off")
@@ -278,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         faults = tuple(parse_fault(f) for f in args.fault)
         delays = tuple(parse_delay(d) for d in args.delay)
         role = _role(args)
+        tool_scopes = []
+        for item in args.tool_scope:
+            tool, sep, needed = item.partition("=")
+            if not sep or not tool or not needed:
+                raise ConfigurationError(f"--tool-scope {item!r}: expected TOOL=SCOPE")
+            tool_scopes.append((tool, needed))
         sock = _bind(args.host, args.port)
         port = sock.getsockname()[1]
         url_host = f"[{args.host}]" if ":" in args.host else args.host
@@ -299,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             faults=faults,
             delays=delays,
             scopes=tuple(args.scope) if args.scope is not None else ("mcp",),
+            tool_scopes=tuple(tool_scopes),
             subject=args.subject,
             fault_seed=args.fault_seed,
             access_log=not args.no_access_log,

@@ -22,8 +22,12 @@ DOCS: dict[str, tuple[str, str]] = {
     "RFC7591": ("Dynamic client registration", "https://www.rfc-editor.org/rfc/rfc7591"),
     "RFC7592": ("Dynamic client registration management", "https://www.rfc-editor.org/rfc/rfc7592"),
     "RFC7636": ("PKCE", "https://www.rfc-editor.org/rfc/rfc7636"),
+    "RFC7662": ("Token introspection", "https://www.rfc-editor.org/rfc/rfc7662"),
+    "RFC8252": ("OAuth for native apps", "https://www.rfc-editor.org/rfc/rfc8252"),
     "RFC8414": ("AS metadata", "https://www.rfc-editor.org/rfc/rfc8414"),
     "RFC8707": ("Resource indicators", "https://www.rfc-editor.org/rfc/rfc8707"),
+    "RFC9110": ("HTTP semantics", "https://www.rfc-editor.org/rfc/rfc9110"),
+    "RFC9207": ("AS issuer identification", "https://www.rfc-editor.org/rfc/rfc9207"),
     "RFC9700": ("OAuth 2.0 security BCP", "https://www.rfc-editor.org/rfc/rfc9700"),
     "RFC9728": ("Protected resource metadata", "https://www.rfc-editor.org/rfc/rfc9728"),
     "OAUTH21": (
@@ -34,11 +38,16 @@ DOCS: dict[str, tuple[str, str]] = {
         "MCP authorization, revision 2025-06-18",
         "https://modelcontextprotocol.io/specification/2025-06-18/basic/authorization",
     ),
+    "MCP20251125": (
+        "MCP authorization, revision 2025-11-25 (scope challenges)",
+        "https://modelcontextprotocol.io/specification/2025-11-25/basic/authorization",
+    ),
     "CONTRACT": ("authconform storage contract", "docs/contract.md"),
 }
 
 _ID = re.compile(
-    r"^(?P<doc>[A-Z][A-Z0-9]*)-(?:(?P<num>[A-Z]?\d+(?:\.\d+)*)(?:-(?P<n>\d+))?|(?P<slug>[a-z][a-z0-9-]*))$"
+    r"^(?P<doc>[A-Z][A-Z0-9]*)-(?:(?P<num>(?:[A-Z]|\d+)(?:\.\d+)*)(?:-(?P<n>\d+))?"
+    r"|(?P<slug>[a-z][a-z0-9-]*))$"
 )
 
 
