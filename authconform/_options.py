@@ -233,7 +233,7 @@ OPTIONS: tuple[Option, ...] = (
         "refresh_ttl",
         "refresh-token lifetime (s) the deployment runs with; the refresh-expiry check "
         "waits it out (at most --authconform-max-wait); default: unknown (the reference "
-        "server runs with 10)",
+        "server runs with 8)",
         kind="float",
         minimum=0.1,
         group="live",
@@ -245,6 +245,20 @@ OPTIONS: tuple[Option, ...] = (
         "0",
         kind="float",
         minimum=0,
+        group="live",
+    ),
+    Option(
+        "variant",
+        "reference-server variants (module:callable wrappers, e.g. the mutants of "
+        "fixtures/mutants/servers.py): each one more reference target beside the plain one",
+        multiple=True,
+        group="live",
+    ),
+    Option(
+        "in_process",
+        "run reference-server targets in this process (httpx ASGI transport, no socket): "
+        "much faster to start, one instance each; for self-tests of many variants",
+        flag=True,
         group="live",
     ),
     Option(

@@ -1,7 +1,7 @@
 """Discovery the way MCP clients do it: 401 -> RFC 9728 -> RFC 8414 (or OIDC) metadata.
 
-An MCP endpoint is a URL whose unauthenticated ``initialize`` answered 401 with a Bearer
-challenge: a protected-resource metadata document alone names a resource (used as the
+An MCP endpoint is a URL whose unauthenticated ``initialize`` answered 401 (normally with
+a Bearer challenge): a protected-resource metadata document alone names a resource (used as the
 RFC 8707 ``resource``), not an MCP server, so MCP rules apply only where the probe says
 the target speaks MCP. The default scope follows MCP's scope selection: the challenge's
 ``scope``, else every scope of the resource metadata's ``scopes_supported``.
@@ -129,9 +129,12 @@ async def _mcp_probe(target: Target, url: str) -> Exchange:
 
 
 def _bearer_challenge(ex: Exchange) -> bool:
-    return ex.status == 401 and (ex.header("www-authenticate") or "").lower().startswith(
-        "bearer"
-    )
+    """A 401 to an MCP initialize: an MCP endpoint behind authorization.
+
+    (A 401 without a Bearer challenge is still one: a broken one, which the MCP checks
+    then report.)
+    """
+    return ex.status == 401
 
 
 async def discover(target: Target) -> Discovery:
@@ -178,7 +181,7 @@ async def discover(target: Target) -> Discovery:
                     mcp_url, challenge = resource, again
                 else:
                     no_mcp = (f"the protected resource {resource} answered an MCP "
-                              f"initialize with {again.describe()}, not a Bearer challenge")
+                              f"initialize with {again.describe()}, not 401")
         servers = prm.get("authorization_servers")
         if not (isinstance(servers, list) and servers and isinstance(servers[0], str)):
             if mcp_url is not None:

@@ -293,6 +293,9 @@ class Live:
         #: material the expiry checks let age while the others run (see ``aged``)
         self._aged: dict[str, tuple[float, Any]] = {}
         self._aging_failure: BaseException | None = None
+        #: token pairs issued along the run (see ``roll``)
+        self._rolling: list[tuple[float, Tokens]] = []
+        self._rolling_off = False
         self.notes: list[str] = []
         port = 40000 + secrets.randbelow(20000)
         self.default_redirect = config.redirect_uri or f"http://127.0.0.1:{port}/callback"
@@ -1120,6 +1123,64 @@ class Live:
             self._aging_failure = exc
         except _skip_exception() as exc:  # unavailable & co: kept for the checks
             self._aging_failure = exc
+
+    async def roll(self) -> None:
+        """Issue a new token pair when the newest one is older than half its access lifetime.
+
+        Called before each check when an aging check is selected. The check that needs a
+        refresh token whose access token has just expired (but whose own lifetime has
+        not) then finds one of the right age among these instead of waiting.
+        """
+        if self._rolling_off or self._aging_failure is not None:
+            return
+        now = time.monotonic()
+        if self._rolling:
+            issued, first = self._rolling[-1]
+            life = first.expires_in
+            if life is None or first.refresh_token is None or life + 1 > self.config.max_wait:
+                self._rolling_off = True
+                return
+            if now - issued < max(1.0, life / 2):
+                return
+        try:
+            _, tokens = await self.tokens(await self.client())
+        except (Exception, _skip_exception()):
+            self._rolling_off = True
+            return
+        self._rolling.append((time.monotonic(), tokens))
+        del self._rolling[:-8]
+
+    async def outlived(self, refresh_ttl: float | None) -> Tokens:
+        """A pair whose access token has expired but whose refresh token should not have.
+
+        The youngest rolled pair older than ``expires_in + 1`` (and, when the refresh
+        lifetime is known, at least half a second short of it); else the next one to
+        get there (waiting); else a new pair, waited out (``disabled`` past max-wait).
+        """
+        now = time.monotonic()
+        fits = []
+        for issued, tokens in self._rolling:
+            if tokens.expires_in is None or tokens.refresh_token is None:
+                continue
+            age = now - issued
+            if age >= tokens.expires_in + 1 and (refresh_ttl is None or age < refresh_ttl - 0.5):
+                fits.append((age, tokens))
+        if fits:
+            return min(fits, key=lambda pair: pair[0])[1]
+        pending = [(issued + t.expires_in + 1 - now, t) for issued, t in self._rolling
+                   if t.expires_in is not None and t.refresh_token is not None
+                   and now - issued < t.expires_in + 1]
+        if not pending:
+            _, tokens = await self.tokens(await self.client())
+            if tokens.expires_in is None:
+                not_applicable("the token response has no expires_in")
+            pending = [(tokens.expires_in + 1, tokens)]
+        wait, tokens = min(pending, key=lambda pair: pair[0])
+        if wait > self.config.max_wait:
+            disabled(f"the access token lives {tokens.expires_in or 0:g} s, more than "
+                     f"--authconform-max-wait={self.config.max_wait:g}")
+        await asyncio.sleep(max(0.0, wait))
+        return tokens
 
     async def aged(self, kind: str, lifetime: float, what: str) -> Any:
         """Aged material of ``kind`` once ``lifetime`` (+1 s) has passed since it was issued.

@@ -36,7 +36,7 @@ __all__ = [
 _LIVE = pytest.StashKey[Any]()
 WARNED = pytest.StashKey[list[str]]()
 NOTES = pytest.StashKey[list[str]]()
-_AGING = pytest.StashKey[bool]()
+_AGING = pytest.StashKey[set[str]]()
 _SOFT = ("SHOULD", "SHOULD NOT", "MAY")
 PROCESS_LOCAL = ("memory", "fakeredis")
 
@@ -70,6 +70,8 @@ class TargetSpec:
     name: str
     urls: tuple[str, ...] = ()
     backend: Any = None
+    #: a reference-server variant (``module:callable`` wrapper), for self-tests
+    variant: str | None = None
 
 
 def targets(config: pytest.Config) -> list[TargetSpec]:
@@ -78,7 +80,14 @@ def targets(config: pytest.Config) -> list[TargetSpec]:
     if urls:
         host = urlsplit(urls[0]).hostname or "target"
         return [TargetSpec(f"live-{host}", tuple(urls))]
-    return [TargetSpec(f"ref-{spec.name}", backend=spec) for spec in run_config(config).specs]
+    variants = [v for v in setting(config, "variant") if v]
+    found = []
+    for spec in run_config(config).specs:
+        found.append(TargetSpec(f"ref-{spec.name}", backend=spec))
+        for variant in variants:
+            short = variant.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+            found.append(TargetSpec(f"ref-{spec.name}-{short}", backend=spec, variant=variant))
+    return found
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -101,6 +110,11 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if setting(config, "client_secret") and not setting(config, "client_id"):
         raise pytest.UsageError("--authconform-client-secret needs --authconform-client-id")
+    for variant in (v for v in setting(config, "variant") if v):
+        try:
+            load_driver(variant)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--authconform-variant={variant!r}: {exc}") from None
 
 
 def _uses_our(metafunc: pytest.Metafunc, name: str) -> bool:
@@ -144,9 +158,15 @@ def pytest_collection_modifyitems(
         keys[id(item)] = (group, order)
     if moved:
         items.sort(key=lambda item: keys[id(item)])
-    config.stash[_AGING] = any(
-        getattr(getattr(i, "function", None), "authconform_ages", False) for i in items
-    )
+    aging: set[str] = set()
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        spec = callspec.params.get("live_target_spec") if callspec is not None else None
+        if isinstance(spec, TargetSpec) and getattr(
+            getattr(item, "function", None), "authconform_ages", False
+        ):
+            aging.add(spec.name)
+    config.stash[_AGING] = aging
     urls = [u for u in setting(config, "server_url") if u]
     live_items = [i for i in items if is_ours(getattr(i, "path", None))
                   and i.get_closest_marker("authconform_live") is not None]
@@ -177,10 +197,11 @@ def attach_live(request: pytest.FixtureRequest, live_session: Any) -> Any:
                     f"({live_session.target.redactor.redact(live_session.target.down)})")
     live_session.target.recorder = Recorder()
     request.node.stash[_LIVE] = live_session
-    if request.config.stash.get(_AGING, False):
+    if live_session.target.name in request.config.stash.get(_AGING, set()):
         from authconform._session import run
 
         run(live_session.start_aging())
+        run(live_session.roll())
         live_session.target.recorder = Recorder()
     return live_session
 
@@ -263,6 +284,11 @@ def pytest_runtest_makereport(
             report.longrepr = text
     if live is not None:
         _redact_report(report, live.target.redactor)
+        if report.when == "call":
+            seen = sorted({f"{ex.purpose}:{ex.status}" for ex in live.target.recorder.exchanges})
+            prop = ("authconform_exchanges", " ".join(seen))
+            report.user_properties.append(prop)
+            item.user_properties.append(prop)
     if (
         report.when == "call"
         and report.failed

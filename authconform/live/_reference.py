@@ -17,10 +17,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from authconform.procs import signal_group, stop_groups
 
-__all__ = ["ReferenceServer", "StartError", "backend_argument", "start_reference"]
+__all__ = [
+    "InProcessServer",
+    "ReferenceServer",
+    "StartError",
+    "backend_argument",
+    "start_in_process",
+    "start_reference",
+]
 
 _LISTENING = re.compile(r"authconform serve: listening on (http://\S+)")
 
@@ -115,3 +123,71 @@ async def start_reference(
         server.stop()
         raise
     return server
+
+
+@dataclass
+class InProcessServer:
+    """The reference server as an ASGI app in this process (httpx ``ASGITransport``).
+
+    No socket, no subprocess: fast to start, for self-tests of many variants. Its
+    lifespan runs on the running event loop; ``stop`` shuts it down (closing the backend).
+    """
+
+    urls: list[str]
+    transport: Any
+    _task: Any = None
+    _inbox: Any = None
+    _outbox: Any = None
+    logs: list[Path] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        """Shut the app's lifespan down (the backend closes)."""
+        if self._task is None:
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        try:
+            async with asyncio.timeout(10):
+                await self._outbox.get()
+        except TimeoutError:
+            self._task.cancel()
+        self._task = None
+
+
+async def start_in_process(args: list[str], namespace: str) -> InProcessServer:
+    """Build the reference server from ``serve`` arguments and start its lifespan."""
+    import secrets as _secrets
+
+    import httpx
+
+    from authconform.server import cli
+    from authconform.server._app import create_app
+
+    parsed = cli.parse_args(["--namespace", namespace, *args])
+    url = f"http://127.0.0.1:{50000 + _secrets.randbelow(9000)}"
+    try:
+        config = cli.config_from_args(parsed, url)
+    except Exception as exc:  # a ConfigurationError: same message as `serve` would print
+        raise StartError(f"authconform serve: {exc}") from None
+    backend = cli.backend_from_spec(parsed.backend, parsed.namespace)
+    app = create_app(backend, config)
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def receive() -> Any:
+        return await inbox.get()
+
+    async def send(message: Any) -> None:
+        await outbox.put(message)
+
+    async def lifespan() -> None:
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+
+    task = asyncio.get_running_loop().create_task(lifespan())
+    await inbox.put({"type": "lifespan.startup"})
+    async with asyncio.timeout(30):
+        started = await outbox.get()
+    if started.get("type") != "lifespan.startup.complete":
+        task.cancel()
+        raise StartError(f"in-process reference server: {started.get('message', started)}")
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    return InProcessServer([url], transport, task, inbox, outbox)

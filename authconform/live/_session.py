@@ -7,6 +7,7 @@ target) is gone when the context exits.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -22,9 +23,11 @@ from authconform.live._pytest import NOTES, PROCESS_LOCAL, TargetSpec
 from authconform.live._record import Recorder
 from authconform.live._redact import Redactor
 from authconform.live._reference import (
+    InProcessServer,
     ReferenceServer,
     StartError,
     backend_argument,
+    start_in_process,
     start_reference,
 )
 from authconform.live._target import Target
@@ -34,7 +37,7 @@ __all__ = ["open_live_session"]
 
 #: lifetimes (s) the reference server runs with when the user declares none: short, so
 #: the expiry checks wait little (their material ages while the other checks run)
-REFERENCE_LIFETIMES = {"code_ttl": 3.0, "refresh_ttl": 10.0}
+REFERENCE_LIFETIMES = {"code_ttl": 3.0, "refresh_ttl": 8.0}
 #: the reference target declares two scopes, one of them needed by a tool, so the scope
 #: checks (order, refresh narrowing, insufficient_scope) have something to test
 REFERENCE_SCOPES = ["--scope", "mcp", "--scope", "mcp:identity",
@@ -97,6 +100,20 @@ async def preflight(config: pytest.Config, urls: list[str]) -> str | None:
     return None
 
 
+def _declared(args: list[str], flag: str) -> float | None:
+    """The last value given to ``flag`` (``--flag V`` or ``--flag=V``) in ``args``."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith(flag + "="):
+            found = arg.split("=", 1)[1]
+    try:
+        return float(found) if found is not None else None
+    except ValueError:
+        return None
+
+
 def _as_only(args: list[str]) -> bool:
     """True when the reference server's arguments make it an authorization server only."""
     if "--no-mcp" in args or "--role=as" in args:
@@ -122,6 +139,7 @@ async def open_live_session(config: pytest.Config, target_spec: TargetSpec) -> A
     cfg = _live_config(config)
     timeout = float(setting(config, "timeout"))
     server: ReferenceServer | None = None
+    local: InProcessServer | None = None
     drop: tuple[Any, str, Path] | None = None
     urls = list(target_spec.urls)
     if not urls:
@@ -134,31 +152,50 @@ async def open_live_session(config: pytest.Config, target_spec: TargetSpec) -> A
         else:
             count = int(wanted)
         namespace = run.settings.namespace[:35] + "_live"
+        if target_spec.variant is not None:
+            namespace += "_" + hashlib.sha256(target_spec.name.encode()).hexdigest()[:6]
+        in_process = bool(setting(config, "in_process"))
+        if in_process:
+            count = 1
         backend_arg = backend_argument(
             spec.name, spec.source, run.settings.redis_url, run.settings.postgres_url, workdir
         )
-        for name, default in REFERENCE_LIFETIMES.items():
-            if getattr(cfg, name) is None:
-                setattr(cfg, name, default)
+        user_args = [a for a in setting(config, "server_arg") if a]
+        if target_spec.variant is not None:
+            from authconform.live._drivers import load_driver
+
+            wrapper = load_driver(target_spec.variant)
+            user_args = ["--provider-wrapper", target_spec.variant,
+                         *getattr(wrapper, "authconform_server_args", ()), *user_args]
+        for name, flag in (("code_ttl", "--code-ttl"), ("refresh_ttl", "--refresh-ttl")):
+            declared = _declared(user_args, flag)
+            if declared is not None:
+                setattr(cfg, name, declared)
+            elif getattr(cfg, name) is None:
+                setattr(cfg, name, REFERENCE_LIFETIMES[name])
         extra = ["--access-ttl", str(setting(config, "access_ttl")),
                  "--code-ttl", f"{cfg.code_ttl:g}", "--refresh-ttl", f"{cfg.refresh_ttl:g}"]
-        user_args = [a for a in setting(config, "server_arg") if a]
         if not any(a.startswith(("--scope", "--tool-scope")) for a in user_args):
             extra += REFERENCE_SCOPES
         extra += user_args
         try:
-            server = await start_reference(
-                backend_arg, namespace, workdir, instances=count, extra=extra
-            )
+            if in_process:
+                local = await start_in_process(["--backend", backend_arg, *extra], namespace)
+            else:
+                server = await start_reference(
+                    backend_arg, namespace, workdir, instances=count, extra=extra
+                )
         except StartError as exc:
             pytest.skip(f"unavailable: reference server over {spec.name}: {exc}")
-        urls = [u if _as_only(extra) else u + "/mcp" for u in server.urls]
+        started = local.urls if local is not None else server.urls if server else []
+        urls = [u if _as_only(extra) else u + "/mcp" for u in started]
         if spec.name not in PROCESS_LOCAL:
             drop = (spec, namespace, workdir)
     redactor = Redactor()
     target = Target(
         target_spec.name, urls, timeout=timeout, redactor=redactor,
         rate=float(setting(config, "rate")), max_wait=cfg.max_wait,
+        transport=local.transport if local is not None else None,
     )
     live = Live(target, cfg)
     if server is not None:
@@ -200,5 +237,7 @@ async def open_live_session(config: pytest.Config, target_spec: TargetSpec) -> A
             await target.aclose()
             if server is not None:
                 server.stop()
+            if local is not None:
+                await local.stop()
             if drop is not None:
                 await _drop(config, *drop)

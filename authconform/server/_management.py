@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -31,12 +30,11 @@ from authconform.server._clientauth import (
     basic_credentials,
 )
 from authconform.server._config import ServerConfig
-from authconform.server._provider import redirect_uri_problem
+from authconform.server._provider import RAT_KEY, redirect_uri_problem
 from authconform.server._responses import NO_STORE, oauth_error
 
 __all__ = ["ClientManagement", "Introspection", "rat_hash"]
 
-RAT_KEY = "_rat_sha256"
 #: values the server manages; a PUT must not send them (RFC 7592 2.2)
 _SERVER_FIELDS = ("registration_access_token", "registration_client_uri",
                   "client_secret_expires_at", "client_id_issued_at")
@@ -84,15 +82,13 @@ class ClientManagement:
         """``GET|PUT|DELETE ISSUER/register/{client_id}``."""
         client_id = str(request.path_params["client_id"])
         token = _bearer(request)
-        record = await self.provider.backend.get_client(client_id)
-        stored = record.metadata.get(RAT_KEY) if record is not None else None
-        if token is None or not isinstance(stored, str) or not hmac.compare_digest(
-            stored, rat_hash(token)
-        ):
+        if token is None or not await self.provider.verify_registration_token(client_id, token):
             return _invalid_token("the registration access token is invalid for this client")
-        assert record is not None
+        record = await self.provider.backend.get_client(client_id)
+        if record is None:
+            return _invalid_token("the client does not exist")
         if request.method == "DELETE":
-            await self.provider.backend.delete_client(client_id)
+            await self.provider.delete_registration(client_id)
             return Response(status_code=204, headers=NO_STORE)
         if request.method == "PUT":
             return await self._replace(request, client_id, dict(record.metadata), token)

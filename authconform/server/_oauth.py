@@ -13,7 +13,6 @@ page ``_consent``'s.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -45,8 +44,6 @@ from authconform.server._responses import FRAME_HEADERS, NO_STORE, oauth_error
 __all__ = ["GRANT_TYPES", "AuthorizationServer", "authorization_server_metadata", "with_iss"]
 
 GRANT_TYPES = ("authorization_code", "refresh_token")
-#: RFC 7636 4.1 / OAuth 2.1 A.17: code-verifier = 43*128unreserved
-_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 
 
 def with_iss(location: str, issuer: str) -> str:
@@ -166,7 +163,7 @@ class AuthorizationServer:
                     "invalid_request",
                     "redirect_uri is not registered for this client (exact match)",
                 )
-        elif len(client.redirect_uris or []) != 1:
+        elif self.provider.default_redirect_uri(client) is None:
             return oauth_error("invalid_request", "redirect_uri is required for this client")
         dup = _repeated(items)
         if dup:
@@ -249,18 +246,11 @@ class AuthorizationServer:
                     if not stored.code_challenge:
                         return oauth_error("invalid_grant", "the code was issued without PKCE")
                     verifier = form.get("code_verifier")
-                    if not isinstance(verifier, str) or not verifier:
-                        return oauth_error(
-                            "invalid_grant",
-                            "code_verifier is missing: the authorization request had a "
-                            "code_challenge (OAuth 2.1 4.1.3)",
-                        )
-                    if not _VERIFIER.match(verifier):
-                        return oauth_error(
-                            "invalid_request",
-                            "code_verifier must be 43 to 128 unreserved characters "
-                            "(RFC 7636 4.1)",
-                        )
+                    problem = self.provider.verifier_problem(
+                        verifier if isinstance(verifier, str) else None
+                    )
+                    if problem is not None:
+                        return oauth_error(*problem)
                     resource = form.get("resource")
                     if isinstance(resource, str) and resource and resource != stored.resource:
                         return oauth_error(

@@ -21,7 +21,10 @@ nothing here logs a secret. Semantics:
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import hmac
 import math
+import re
 import secrets
 from typing import Any
 from urllib.parse import urlencode, urlparse
@@ -53,6 +56,8 @@ from authconform.server._config import ServerConfig
 
 __all__ = [
     "OUTAGE",
+    "RAT_KEY",
+    "VERIFIER_SYNTAX",
     "StoreProvider",
     "StoredAccessToken",
     "StoredClient",
@@ -68,6 +73,10 @@ OUTAGE: contextvars.ContextVar[list[StorageUnavailable] | None] = contextvars.Co
 )
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+#: RFC 7636 4.1 / OAuth 2.1 A.17: code-verifier = 43*128unreserved
+VERIFIER_SYNTAX = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+#: where a client's registration access token hash lives in its metadata (RFC 7592)
+RAT_KEY = "_rat_sha256"
 SUPPORTED_GRANTS = ("authorization_code", "refresh_token")
 PENDING_TTL = 600.0  # a consent form is good for 10 minutes
 CONSENT_PATH = "/consent"
@@ -239,6 +248,42 @@ class StoreProvider:
             if str(registered) == uri or loopback_match(uri, str(registered)):
                 return uri
         return None
+
+    def default_redirect_uri(self, client: StoredClient) -> str | None:
+        """The redirect URI of a request that names none: the only registered one, else None.
+
+        OAuth 2.1 4.1.1: ``redirect_uri`` is "REQUIRED if multiple redirect URIs are
+        registered".
+        """
+        uris = client.redirect_uris or []
+        return str(uris[0]) if len(uris) == 1 else None
+
+    @staticmethod
+    def verifier_problem(verifier: str | None) -> tuple[str, str] | None:
+        """``(error, description)`` when a token request's code_verifier cannot be used.
+
+        OAuth 2.1 4.1.3: present if and only if the code had a challenge (every code here
+        has one); RFC 7636 4.1: 43 to 128 unreserved characters.
+        """
+        if not verifier:
+            return ("invalid_grant", "code_verifier is missing: the authorization request "
+                    "had a code_challenge (OAuth 2.1 4.1.3)")
+        if not VERIFIER_SYNTAX.match(verifier):
+            return ("invalid_request", "code_verifier must be 43 to 128 unreserved "
+                    "characters (RFC 7636 4.1)")
+        return None
+
+    async def verify_registration_token(self, client_id: str, token: str) -> bool:
+        """Whether ``token`` is the registration access token of ``client_id`` (RFC 7592)."""
+        record = await self.backend.get_client(client_id)
+        stored = record.metadata.get(RAT_KEY) if record is not None else None
+        return isinstance(stored, str) and hmac.compare_digest(
+            stored, hashlib.sha256(token.encode()).hexdigest()
+        )
+
+    async def delete_registration(self, client_id: str) -> bool:
+        """Delete a client (RFC 7592 2.3); its id, secret and registration token die with it."""
+        return await self.backend.delete_client(client_id)
 
     # authorization -----------------------------------------------------------------------
     async def authorize(

@@ -41,9 +41,17 @@ from authconform.contract import BackendSettings, StorageBackend
 from authconform.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from authconform.server._config import Role
+    from authconform.server._config import Role, ServerConfig
 
-__all__ = ["BACKEND_ENV", "RedactQueryFilter", "backend_from_env", "backend_from_spec", "main"]
+__all__ = [
+    "BACKEND_ENV",
+    "RedactQueryFilter",
+    "backend_from_env",
+    "backend_from_spec",
+    "config_from_args",
+    "main",
+    "parse_args",
+]
 
 BACKEND_ENV = "AUTHCONFORM_SERVE_BACKEND"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -247,6 +255,49 @@ def _role(args: argparse.Namespace) -> Role:
     return cast("Role", role)
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """``serve``'s arguments parsed (for a server built in another process's code)."""
+    return _parser().parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace, listen_url: str) -> ServerConfig:
+    """The ``ServerConfig`` of ``serve``'s arguments, served at ``listen_url``."""
+    from authconform.server._config import ServerConfig, parse_delay, parse_fault
+
+    faults = tuple(parse_fault(f) for f in args.fault)
+    delays = tuple(parse_delay(d) for d in args.delay)
+    role = _role(args)
+    tool_scopes = []
+    for item in args.tool_scope:
+        tool, sep, needed = item.partition("=")
+        if not sep or not tool or not needed:
+            raise ConfigurationError(f"--tool-scope {item!r}: expected TOOL=SCOPE")
+        tool_scopes.append((tool, needed))
+    if role == "rs":
+        issuer = args.authorization_server
+        resource = args.resource or listen_url + "/mcp"
+    else:
+        issuer = args.issuer or listen_url
+        resource = args.resource
+    return ServerConfig(
+        role=role,
+        issuer=issuer,
+        resource=resource,
+        access_ttl=args.access_ttl,
+        refresh_ttl=args.refresh_ttl,
+        code_ttl=args.code_ttl,
+        consent=args.consent,
+        faults=faults,
+        delays=delays,
+        scopes=tuple(args.scope) if args.scope is not None else ("mcp",),
+        tool_scopes=tuple(tool_scopes),
+        subject=args.subject,
+        fault_seed=args.fault_seed,
+        access_log=not args.no_access_log,
+        mcp_impl=args.mcp_impl,
+    ).with_wrappers(tuple(args.provider_wrapper))
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -270,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from authconform.server._config import ENV_VAR, ServerConfig, parse_delay, parse_fault
+    from authconform.server._config import ENV_VAR
 
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -282,42 +333,16 @@ def main(argv: list[str] | None = None) -> int:
         from authconform.backends._registry import resolve
 
         resolve(name)  # unknown names fail here, with the list of available ones
-        faults = tuple(parse_fault(f) for f in args.fault)
-        delays = tuple(parse_delay(d) for d in args.delay)
-        role = _role(args)
-        tool_scopes = []
-        for item in args.tool_scope:
-            tool, sep, needed = item.partition("=")
-            if not sep or not tool or not needed:
-                raise ConfigurationError(f"--tool-scope {item!r}: expected TOOL=SCOPE")
-            tool_scopes.append((tool, needed))
+        _role(args)
         sock = _bind(args.host, args.port)
         port = sock.getsockname()[1]
         url_host = f"[{args.host}]" if ":" in args.host else args.host
         listen_url = f"http://{url_host}:{port}"
-        if role == "rs":
-            issuer = args.authorization_server
-            resource = args.resource or listen_url + "/mcp"
-        else:
-            issuer = args.issuer or listen_url
-            resource = args.resource
-        config = ServerConfig(
-            role=role,
-            issuer=issuer,
-            resource=resource,
-            access_ttl=args.access_ttl,
-            refresh_ttl=args.refresh_ttl,
-            code_ttl=args.code_ttl,
-            consent=args.consent,
-            faults=faults,
-            delays=delays,
-            scopes=tuple(args.scope) if args.scope is not None else ("mcp",),
-            tool_scopes=tuple(tool_scopes),
-            subject=args.subject,
-            fault_seed=args.fault_seed,
-            access_log=not args.no_access_log,
-            mcp_impl=args.mcp_impl,
-        ).with_wrappers(tuple(args.provider_wrapper))
+        try:
+            config = config_from_args(args, listen_url)
+        except ConfigurationError:
+            sock.close()
+            raise
     except ConfigurationError as exc:
         print(f"authconform serve: {exc}", file=sys.stderr)
         return 2

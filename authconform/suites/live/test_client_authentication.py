@@ -135,15 +135,16 @@ async def test_repeated_wrong_secrets_are_never_accepted(live: Live, request) ->
     limit = live.config.auth_limit
     attempts = max(12, (limit or 0) + 2)
     impostor, _ = _impostor(client, "wrong secret")
+    async with live.control("a refresh token of the confidential client"):
+        tokens = await live.refreshable(client)
     limited_at = None
     for i in range(attempts):
         ex = await live.token_request(impostor, {
-            "grant_type": "authorization_code", "code": secrets.token_urlsafe(24),
-            "redirect_uri": client.redirect_uri, "code_verifier": secrets.token_urlsafe(48),
+            "grant_type": "refresh_token", "refresh_token": tokens.rt,
         }, retry_429=False)
         if ex.status == 200:
-            fail(f"attempt {i + 1} with a wrong client secret was accepted",
-                 "every wrong secret refused", [ex])
+            fail(f"attempt {i + 1} with a wrong client secret was accepted (a refresh "
+                 "answered 200)", "every wrong secret refused", [ex])
         if ex.status == 429:
             limited_at = i + 1
             break
