@@ -80,7 +80,7 @@ def targets(config: pytest.Config) -> list[TargetSpec]:
     if urls:
         host = urlsplit(urls[0]).hostname or "target"
         return [TargetSpec(f"live-{host}", tuple(urls))]
-    variants = [v for v in setting(config, "variant") if v]
+    variants = list(dict.fromkeys(v for v in setting(config, "variant") if v))
     found = []
     for spec in run_config(config).specs:
         found.append(TargetSpec(f"ref-{spec.name}", backend=spec))

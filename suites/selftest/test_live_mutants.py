@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.live_harness import Outcome, live_subprocess, summary
-from fixtures.mutants.servers import MUTANTS, TOKEN_500, VARIANTS
+from fixtures.mutants.servers import MUTANTS, SETUP, TOKEN_500, VARIANTS
 
 #: checks that report and never judge (the specification leaves the behaviour open), or
 #: whose failing mutant lives in another self-test
@@ -28,25 +28,8 @@ UNFAILABLE = {
     "test_token_request_redirect_uri_is_reported": "OAuth 2.1 removed the parameter: a note",
     "test_flow_hops_between_instances": "test_live_targets: two memory processes",
     "test_repeated_flows_all_succeed": "test_live_targets: two memory processes",
-    "test_server_log_contains_no_issued_secret": "test_live_targets: a leaking log",
-    "test_cleanup_revokes_everything_created": "test_live_harness: a failing revocation",
-    "test_state_is_returned_unchanged": "test_live_targets: the redirect driver",
-    "test_code_exchange_issues_bearer_token": "TOKEN_500 (the positive flow fails)",
-    "test_bearer_token_runs_mcp_initialize_and_tool_call": "TOKEN_500 (no token)",
-    "test_metadata_has_required_fields": "test_live_harness: metadata without endpoints",
-    "test_metadata_advertises_pkce_s256": "test_live_harness: metadata without endpoints",
-    "test_protected_resource_metadata_names_resource_and_servers":
-        "test_live_harness: resource metadata naming another resource",
-    "test_token_responses_are_not_cacheable": "TOKEN_500 (the flow fails)",
-    "test_registration_is_accepted": "test_live_harness: registration refused",
-    "test_client_secret_methods_work_as_advertised[client_secret_post]":
-        "TOKEN_500 (the exchange fails)",
-    "test_bad_client_authentication_is_refused[revocation]": "any_secret_accepted (token)",
-    "test_bad_client_authentication_is_refused[introspection]": "any_secret_accepted (token)",
-    "test_revoking_refresh_token_revokes_its_access_tokens": "revocation_noop (SHOULD)",
-    "test_registration_refuses_invalid_redirect_uris[relative]":
-        "the SDK's model refuses relative URIs before any provider sees them",
-    "test_redirect_uri_must_match_exactly[fragment]": "redirect_uri_normalised strips it",
+    "test_server_log_contains_no_issued_secret":
+        "test_live_targets: token_logger (a subprocess server, whose log is read)",
 }
 #: short lifetimes: the expiry checks of each target wait a few seconds, not ten
 FLAGS = ("--backend=memory", "--authconform-in-process", "--authconform-strict",
@@ -79,6 +62,8 @@ def _item(check: str, target: str) -> str:
 def _selection() -> str:
     clauses = [f"{_item(check, 'ref-memory-' + mutant)}"
                for mutant, expected in MUTANTS.items() for check, _ in expected]
+    clauses += [_item(check, target) for mutant, checks in SETUP.items()
+                for check in checks for target in ("ref-memory-" + mutant, "ref-memory")]
     clauses += [_item(check, "ref-memory") for expected in MUTANTS.values()
                 for check, _ in expected]
     clauses += [f"ref-memory-{TOKEN_500}",
@@ -89,7 +74,7 @@ def _selection() -> str:
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Outcome]]:
     """One run: every mutant, the allowed variants and the plain reference."""
-    variants = [*MUTANTS, TOKEN_500, *VARIANTS]
+    variants = list(dict.fromkeys([*MUTANTS, TOKEN_500, *VARIANTS]))
     done = live_subprocess(
         tmp_path_factory.mktemp("mutants"), *FLAGS,
         *(f"--authconform-variant=fixtures.mutants.servers:{v}" for v in variants),
@@ -154,6 +139,22 @@ def test_allowed_variant_passes_every_check(
     assert len(mine) > 15, summary(outcomes)
     bad = {k: v for k, v in mine.items() if v.outcome not in ("passed", "skipped")}
     assert not bad, summary(bad)
+
+
+@pytest.mark.parametrize(
+    ("target", "reported"),
+    [("ref-memory", "refused"),
+     ("ref-memory-rotation_without_reuse_detection", "refused-family-kept"),
+     ("ref-memory-confidential_reuse_grace", "grace-period")],
+)
+def test_confidential_refresh_reuse_is_reported_never_failed(
+    batch: tuple[str, dict[str, Outcome]], target: str, reported: str
+) -> None:
+    """Public clients MUST get reuse detection; for confidential ones it is only reported."""
+    _, outcomes = batch
+    got = outcomes.get(f"test_confidential_client_refresh_reuse_is_reported[{target}]")
+    assert got is not None and got.outcome == "passed", got
+    assert got.properties.get("authconform_refresh_reuse") == reported, got.properties
 
 
 def test_no_check_passes_against_a_token_endpoint_answering_500(
