@@ -979,7 +979,9 @@ class Live:
                 "no MCP endpoint and no introspection_endpoint: nothing tells whether a "
                 "token still works"
             )
-        who = client if client is not None else await self.client_for("introspection")
+        accepted = await self.endpoint_methods("introspection")
+        who = client if client is not None and client.auth_method in accepted else (
+            await self.client_for("introspection"))
         ex = await self.introspect(who, token)
         body = ex.json_body()
         if ex.status == 200 and isinstance(body, dict) and isinstance(body.get("active"), bool):

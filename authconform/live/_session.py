@@ -94,6 +94,8 @@ async def preflight(config: pytest.Config, urls: list[str]) -> str | None:
             return f"{what}: no answer ({observed})"
         return f"{what} answers nothing like OAuth or MCP: {observed}"
     except pytest.skip.Exception as exc:
+        if target.down is not None:
+            return f"{what}: no answer ({target.down})"
         return f"{what}: {str(exc.msg).removeprefix('unavailable: ')}"
     finally:
         await target.aclose()

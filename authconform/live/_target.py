@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import re
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import unquote_plus, urljoin, urlsplit
 
 import httpx
 
@@ -196,9 +197,13 @@ class Target:
             self._learn(body, sent=False)
         location = ex.header("location")
         if location:
-            parts = urlsplit(location)
-            for part in (parts.query, parts.fragment):
-                self._learn(dict(parse_qsl(part)), sent=False)
+            # every key=value piece, however the URL is (mis)shaped ("#frag?code=...")
+            pairs = {}
+            for piece in re.split(r"[?#&;]", location):
+                key, sep, value = piece.partition("=")
+                if sep:
+                    pairs[unquote_plus(key)] = unquote_plus(value)
+            self._learn(pairs, sent=False)
 
     async def _paced(self) -> None:
         if self.rate <= 0:

@@ -5,9 +5,9 @@
   ``registration_access_token``; with that token a client reads (GET), replaces (PUT) and
   deletes (DELETE) its registration. Only the token's SHA-256 is stored (in the client's
   metadata, under ``_rat_sha256``); a wrong or missing token gets 401 ``invalid_token``.
-- RFC 7662 (``POST ISSUER/introspect``): a confidential client authenticates and learns
-  whether one of *its own* tokens is active (any other token is ``{"active": false}``, so
-  the endpoint is no oracle for other clients' tokens).
+- RFC 7662 (``POST ISSUER/introspect``): a caller that authenticates with a client
+  secret (a protected resource, RFC 7662 2.1) learns whether a token is active; without
+  a secret there is no introspection, so the endpoint is no oracle for guessers.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class ClientManagement:
 
 
 class Introspection:
-    """RFC 7662: a confidential client learns whether one of its own tokens is active."""
+    """RFC 7662: an authenticated confidential caller learns whether a token is active."""
 
     METHODS = ("client_secret_post", "client_secret_basic")
 
@@ -176,7 +176,7 @@ class Introspection:
 
     async def _describe(self, client: Any, token: str) -> dict[str, Any]:
         access = await self.provider.load_access_token(token)
-        if access is not None and access.client_id == client.client_id:
+        if access is not None:
             return {
                 "active": True,
                 "client_id": access.client_id,
@@ -188,8 +188,7 @@ class Introspection:
                 "iss": self.config.issuer_url,
             }
         refresh = await self.provider.load_refresh_token(client, token)
-        if (refresh is not None and refresh.client_id == client.client_id
-                and not refresh.rotated and not refresh.revoked
+        if (refresh is not None and not refresh.rotated and not refresh.revoked
                 and (refresh.expires_at is None or refresh.expires_at > time.time())):
             return {
                 "active": True,

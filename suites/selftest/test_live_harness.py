@@ -1,18 +1,32 @@
-"""Self-test: hostile or broken servers give failed checks with reasons, never a crash,
-and no request goes to a host the user did not name."""
+"""Self-test: hostile, broken, rate-limiting and dying targets.
+
+- A target that is unreachable, malformed, or answers nothing like OAuth or MCP (HTML,
+  garbage, a foreign redirect, silence) is one clear line and exit 4 before any check
+  runs.
+- A target whose discovery works but everything after it is broken gives failed checks
+  with reasons (or ``unavailable:`` where a positive control failed), never a crash.
+- A target that rate-limits is not broken: a 429 whose Retry-After fits is waited out,
+  one that does not makes checks ``unavailable: rate-limited``, never failed.
+- A target that dies mid-run turns the remaining checks into ``unavailable:`` with one
+  cause.
+- No request ever goes to a host the user did not name.
+"""
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from fixtures.live_harness import run_live, summary
+from fixtures.live_harness import ROOT, live_subprocess, run_live, summary
 
 MODES = ("html", "garbage", "redirect", "hang", "broken")
+PREFLIGHT_MODES = ("html", "garbage", "redirect", "hang")
 
 
 class _Sentinel(BaseHTTPRequestHandler):
@@ -126,14 +140,43 @@ def hostile() -> Iterator[tuple[str, list[str]]]:
             srv.server_close()
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_hostile_server_gives_failed_checks_with_reasons(
+@pytest.mark.parametrize("mode", PREFLIGHT_MODES)
+def test_target_answering_nothing_like_oauth_is_one_usage_error(
+    tmp_path: Path, hostile: tuple[str, list[str]], mode: str
+) -> None:
+    """Exit 4 with one line naming the URL, before any check ran."""
+    url, hits = hostile
+    done = live_subprocess(tmp_path, f"--server-url={url}/{mode}/mcp",
+                           "--authconform-timeout=1")
+    assert done.ret == pytest.ExitCode.USAGE_ERROR, done.stdout[-2000:] + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(lines) == 1 and f"--server-url {url}/{mode}/mcp" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.outcomes == {}, "checks ran against a target that failed its preflight"
+    assert hits == [], f"requests reached a host nobody named: {hits}"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("http://127.0.0.1:1/mcp", "no answer"), ("not-a-url", "not a http/https URL"),
+     ("ftp://127.0.0.1/mcp", "not a http/https URL")],
+    ids=["unreachable", "malformed", "not-http"],
+)
+def test_unusable_server_url_is_one_usage_error(tmp_path: Path, url: str, says: str) -> None:
+    done = live_subprocess(tmp_path, f"--server-url={url}", "--authconform-timeout=2")
+    assert done.ret == pytest.ExitCode.USAGE_ERROR, done.stdout[-2000:] + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(lines) == 1 and says in lines[0], done.stderr
+    assert done.outcomes == {}
+
+
+def test_broken_server_gives_failed_checks_with_reasons(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-    hostile: tuple[str, list[str]], mode: str,
+    hostile: tuple[str, list[str]],
 ) -> None:
     url, hits = hostile
     result, outcomes = run_live(
-        pytester, monkeypatch, f"--server-url={url}/{mode}/mcp", "--authconform-timeout=1",
+        pytester, monkeypatch, f"--server-url={url}/broken/mcp", "--authconform-timeout=1",
         "--authconform-flows=2",
     )
     out = result.stdout.str()
@@ -141,7 +184,7 @@ def test_hostile_server_gives_failed_checks_with_reasons(
     assert outcomes, out[-2000:]
     assert not [k for k, v in outcomes.items() if v.outcome == "error"], summary(outcomes)
     failed = {k: v for k, v in outcomes.items() if v.outcome == "failed"}
-    assert failed, f"a {mode} server passed every check:\n{summary(outcomes)}"
+    assert failed, f"a broken server passed every check:\n{summary(outcomes)}"
     for name, got in failed.items():
         assert got.message.lstrip().startswith("observed:"), f"{name}: {got.message[:500]}"
         assert "spec: " in got.message, name
@@ -149,6 +192,103 @@ def test_hostile_server_gives_failed_checks_with_reasons(
         if got.outcome == "skipped":
             assert got.message.split(":", 1)[0].strip() in (
                 "not-applicable", "unavailable", "disabled", "not-advertised"), got.message
+    # negative checks whose positive control (a code exchange) failed are unavailable
+    single = next(v for k, v in outcomes.items() if k.startswith("test_code_is_single_use["))
+    assert single.outcome == "skipped" and "positive control failed" in single.message, single
     assert hits == [], f"requests reached a host nobody named: {hits}"
-    if mode == "broken":
-        assert "hostilecode" not in out  # redacted codes never show
+    assert "hostilecode" not in out  # redacted codes never show
+
+
+def test_rate_limiting_target_is_waited_out_or_unavailable_never_failed(tmp_path: Path) -> None:
+    """429 with a Retry-After that fits is retried; one that does not is unavailable."""
+    done = live_subprocess(
+        tmp_path, "--backend=memory", "--authconform-in-process", "--authconform-flows=2",
+        "--authconform-variant=fixtures.mutants.servers:throttled_once",
+        "--authconform-variant=fixtures.mutants.servers:throttled_hard",
+        "-k", "ref-memory-throttled",
+    )
+    assert "INTERNALERROR" not in done.stdout and "Traceback" not in done.stdout
+    once = {k: v for k, v in done.outcomes.items() if "throttled_once" in k}
+    hard = {k: v for k, v in done.outcomes.items() if "throttled_hard" in k}
+    assert len(once) > 50 and len(hard) > 50, summary(done.outcomes)
+    assert not [k for k, v in once.items() if v.outcome in ("failed", "error")], summary(once)
+    assert "answers were 429" in done.stdout, done.stdout[-3000:]
+    assert not [k for k, v in hard.items() if v.outcome in ("failed", "error")], summary(hard)
+    limited = [k for k, v in hard.items() if "unavailable: rate-limited" in v.message]
+    assert len(limited) > 20, summary(hard)
+    assert all("--authconform-rate" in hard[k].message for k in limited)
+
+
+def test_pacing_spaces_requests(tmp_path: Path) -> None:
+    """--authconform-rate N sends at most N requests a second (a lower bound on the time)."""
+    import asyncio
+
+    import httpx
+
+    from authconform.live import Target
+
+    async def scenario() -> float:
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+        target = Target("paced", ["http://127.0.0.1:9/mcp"], transport=transport, rate=20)
+        start = time.monotonic()
+        try:
+            for _ in range(11):
+                await target.request("GET", "http://127.0.0.1:9/x", purpose="metadata")
+        finally:
+            await target.aclose()
+        return time.monotonic() - start
+
+    assert asyncio.run(scenario()) >= 0.5
+
+
+KILLER = """
+import os, signal, time
+
+import pytest
+
+_seen = 0
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    global _seen
+    _seen += 1
+    if _seen == int(os.environ["KILL_AFTER"]):
+        pid = int(os.environ["KILL_PID"])
+        os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.5)
+"""
+
+
+def test_target_dying_mid_run_makes_the_rest_unavailable_with_one_cause(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from authconform.live._reference import start_reference
+
+    (tmp_path / "srv").mkdir()
+    server = asyncio.run(start_reference("memory", "authconform_dying", tmp_path / "srv",
+                                         extra=["--access-ttl", "4"]))
+    plugin = tmp_path / "plugins"
+    plugin.mkdir()
+    (plugin / "killer.py").write_text(KILLER)
+    try:
+        done = live_subprocess(
+            tmp_path, f"--server-url={server.urls[0]}/mcp", "-p", "killer",
+            "--authconform-timeout=2", "--authconform-flows=2",
+            env={"KILL_AFTER": "12", "KILL_PID": str(server.procs[0].pid),
+                 "PYTHONPATH": os.pathsep.join([str(plugin), str(ROOT)])},
+        )
+    finally:
+        server.stop()
+    outcomes = list(done.outcomes.items())
+    assert len(outcomes) > 60, done.stdout[-3000:]
+    before, after = outcomes[:12], outcomes[12:]
+    assert not [k for k, v in before if v.outcome in ("failed", "error")], summary(
+        dict(before))
+    bad = [k for k, v in after if v.outcome in ("failed", "error")]
+    assert not bad, summary(dict(after))
+    down = [k for k, v in after if "unavailable: the target stopped answering" in v.message]
+    assert len(down) >= len(after) - 2, summary(dict(after))
+    assert done.stdout.count("the target stopped answering (") >= 1
+    assert "the checks after that are unavailable" in done.stdout, done.stdout[-3000:]
