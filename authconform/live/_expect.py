@@ -127,6 +127,8 @@ def refused(
     if 400 <= status < 500 and status != 429 and error is not None:
         if error in codes and status in allowed:
             return
+        if rule == "RFC7591-3.2.2" and status == 400:
+            return  # RFC 7591 does not close its list of registration error codes
         live.file(Finding(
             rule,
             f"{what}: {status} with error {error!r}",

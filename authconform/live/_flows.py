@@ -605,6 +605,9 @@ class Live:
         the deny button of a consent form (built-in drivers only).
         """
         endpoint = self.target.on(instance, await self.endpoint("authorization"))
+        # every authorization is its own user agent: no login session (and so no grant
+        # the server may share between flows) carries over from another check
+        self.target.client.cookies.clear()
         redirect = redirect_uri or client.redirect_uri
         if state == "":
             state = secrets.token_urlsafe(16)

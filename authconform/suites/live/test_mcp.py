@@ -127,13 +127,15 @@ async def test_insufficient_scope_gets_403_with_scope(live: Live, request) -> No
     not_applicable(f"no tool needs more than the scope {scopes[0]!r}")
 
 
-@spec("RFC8707-2")
+@spec("RFC8707-2", level="SHOULD")
 async def test_malformed_resource_is_invalid_target(live: Live) -> None:
     """A resource that is no absolute URI, or has a fragment, gets invalid_target.
 
-    RFC 8707 2: the value "MUST be an absolute URI ... MUST NOT include a fragment";
-    ``invalid_target``: "The requested resource is invalid, missing, unknown, or
-    malformed". Refused at the authorization endpoint or at the token endpoint: both pass.
+    RFC 8707 2: the value "MUST be an absolute URI ... MUST NOT include a fragment" (the
+    client's duty), and a server that "fails to parse the provided value(s) or does not
+    consider the resource(s) acceptable ... should reject the request with ...
+    invalid_target" (a lowercase should: a warning, never a failure). Refused at the
+    authorization endpoint or at the token endpoint: both pass.
     """
     resource = await live.resource()
     if resource is None:

@@ -34,7 +34,7 @@ async def _hopping_flow(live: Live, start: int, *, register: bool = False) -> No
     tokens = live.tokens_of(ex, "code exchange")
     if disc.mcp_url is not None:
         try:
-            await live.mcp_session(tokens.access_token, instance=at[3])
+            await live.mcp_open(tokens.access_token, instance=at[3])
         except LiveFailure as exc:
             raise _hop(exc, "issued the token", at[2], "using it for MCP", at[3]) from None
     if tokens.refresh_token is not None:

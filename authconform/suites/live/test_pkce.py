@@ -120,9 +120,14 @@ async def test_missing_code_verifier_is_refused(live: Live) -> None:
             granted="a code issued for a code_challenge was exchanged without a verifier")
 
 
-@spec("OAUTH21-4.1.1", "RFC7636-4.1")
+@spec("OAUTH21-4.1.1", "RFC7636-4.1", level="SHOULD")
 async def test_code_verifier_syntax_is_enforced(live: Live) -> None:
-    """A verifier outside 43*128 unreserved characters is refused, even when S256 matches."""
+    """A verifier outside 43*128 unreserved characters is refused, even when S256 matches.
+
+    The ABNF (RFC 7636 4.1, OAuth 2.1 A.17) binds the client; no text requires the server
+    to refuse a malformed verifier (``invalid_request`` is the error for "an invalid
+    parameter value"), so a server that accepts one is warned.
+    """
     client = await live.client()
     async with live.control("the same flow with a well-formed verifier"):
         await live.tokens(client)
@@ -141,9 +146,14 @@ async def test_code_verifier_syntax_is_enforced(live: Live) -> None:
              [ex for _, ex in accepted])
 
 
-@spec("OAUTH21-4.1.1", "RFC7636-4.2")
+@spec("OAUTH21-4.1.1", "RFC7636-4.2", level="SHOULD")
 async def test_code_challenge_syntax_is_enforced(live: Live) -> None:
-    """A code_challenge outside 43*128 unreserved characters gets no code."""
+    """A code_challenge outside 43*128 unreserved characters gets no code.
+
+    OAuth 2.1 4.1.1: "The authorization server validates the request to ensure that all
+    required parameters are present and valid" (no MUST): a server that issues a code
+    for a malformed challenge is warned.
+    """
     client = await live.client()
     async with live.control("the same flow with a well-formed challenge"):
         await live.tokens(client)

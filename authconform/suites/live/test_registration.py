@@ -67,13 +67,15 @@ BAD_REDIRECTS = {
 
 
 @pytest.mark.parametrize("how", list(BAD_REDIRECTS))
-@spec("RFC7591-2", "RFC7591-3.2.2", "OAUTH21-2.3")
+@spec("RFC7591-2", "RFC7591-3.2.2", "OAUTH21-2.3", level="SHOULD")
 async def test_registration_refuses_invalid_redirect_uris(live: Live, how: str) -> None:
     """Missing, relative or fragment redirect URIs are refused (invalid_redirect_uri).
 
     RFC 7591 2: clients using redirect flows "MUST register their redirection URI
     values"; OAuth 2.1 2.3: "The redirect URI MUST be an absolute URI ... MUST NOT include
-    a fragment component". ``invalid_redirect_uri`` or ``invalid_client_metadata`` pass.
+    a fragment component". Those MUSTs bind the client's URIs; RFC 7591 3.2.2 names the
+    error a server uses when it refuses one, so a server that registers it anyway is
+    warned (``invalid_redirect_uri`` or ``invalid_client_metadata`` pass).
     """
     await live.endpoint("registration")
     async with live.control("a registration with a valid redirect URI"):
