@@ -9,12 +9,13 @@ from authconform.markers import spec
 pytestmark = markers.live
 
 
-@spec("OAUTH21-4.1.1", "RFC6749-3.1.2.3")
+@spec("OAUTH21-4.1.2.1", "OAUTH21-4.1.1", "RFC6749-3.1.2.3")
 async def test_missing_redirect_uri_with_several_registered_is_refused(live: Live) -> None:
     """A client with two redirect URIs that sends none gets an error page, never a code.
 
     OAuth 2.1 4.1.1: ``redirect_uri`` is "REQUIRED if multiple redirect URIs are
-    registered"; with no URI to trust the server may not redirect (4.1.2.1).
+    registered"; 4.1.2.1: "If the request fails due to a missing, invalid, or mismatching
+    redirect URI ... [the server] MUST NOT automatically redirect the user agent".
     """
     port = 40000 + secrets.randbelow(20000)
     uris = [f"http://127.0.0.1:{port}/first", f"http://127.0.0.1:{port}/second"]

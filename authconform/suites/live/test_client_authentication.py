@@ -57,7 +57,7 @@ def _impostor(client: Client, case: str) -> tuple[Client, dict[str, str]]:
     return both, {"authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
-CASES = ("wrong secret", "missing secret", "unknown client", "two methods")
+CASES = ("wrong secret", "missing secret", "unknown client")
 
 
 async def _send(live: Live, endpoint: str, client: Client, headers: dict[str, str]):
@@ -72,19 +72,8 @@ async def _send(live: Live, endpoint: str, client: Client, headers: dict[str, st
     return await live.target.request("POST", url, purpose=endpoint, data=data, headers=sent)
 
 
-@pytest.mark.parametrize("endpoint", ["token", "revocation", "introspection"])
-@spec("RFC6749-5.2", "OAUTH21-3.2.4", "OAUTH21-2.4")
-async def test_bad_client_authentication_is_refused(live: Live, endpoint: str) -> None:
-    """A wrong or missing secret, an unknown client, two methods at once: invalid_client.
-
-    OAuth 2.1 3.2.4: ``invalid_client`` when "Client authentication failed (e.g., unknown
-    client, no client authentication included ...)"; "If the client attempted to
-    authenticate via the Authorization request header field, the authorization server
-    MUST respond with an HTTP 401 ... and include the WWW-Authenticate response header".
-    Two methods at once may also be ``invalid_request`` ("utilizes more than one
-    mechanism for authenticating the client"). The same client, correctly authenticated,
-    is the positive control.
-    """
+async def _control(live: Live, endpoint: str) -> Client:
+    """A confidential client the endpoint accepts, correctly authenticated once."""
     await live.endpoint(endpoint)
     methods = await live.endpoint_methods(endpoint)
     method = next((m for m in SECRET_METHODS if m in methods), None)
@@ -97,6 +86,23 @@ async def test_bad_client_authentication_is_refused(live: Live, endpoint: str) -
     if (control.status, oauth_error(control) if control.status != 200 else None) != good:
         unavailable(f"the positive control failed: the correctly authenticated client got "
                     f"{control.describe()} ({oauth_error(control) or control.body_kind()})")
+    return client
+
+
+@pytest.mark.parametrize("endpoint", ["token", "revocation", "introspection"])
+@spec("RFC6749-5.2", "OAUTH21-3.2.4", "RFC7009-2.1", "RFC7662-2.1")
+async def test_bad_client_authentication_is_refused(live: Live, endpoint: str) -> None:
+    """A wrong or missing secret, or an unknown client: 401 (or 400) invalid_client.
+
+    OAuth 2.1 3.2.4: ``invalid_client`` when "Client authentication failed (e.g., unknown
+    client, no client authentication included ...)"; "If the client attempted to
+    authenticate via the Authorization request header field, the authorization server
+    MUST respond with an HTTP 401 ... and include the WWW-Authenticate response header
+    field matching the authentication scheme used by the client". RFC 7009 2.1 and RFC
+    7662 2.1 send the revocation and introspection endpoints to the same answer. The
+    same client, correctly authenticated, is the positive control.
+    """
+    client = await _control(live, endpoint)
     wrong = []
     for case in CASES:
         impostor, headers = _impostor(client, case)
@@ -104,19 +110,39 @@ async def test_bad_client_authentication_is_refused(live: Live, endpoint: str) -
         if ex.status is not None and ex.status >= 500:
             unavailable(f"{case}: the {endpoint} endpoint answered {ex.describe()}")
         basic = "authorization" in ex.request_headers
-        codes = ("invalid_client", "invalid_request") if case == "two methods" else (
-            "invalid_client",)
-        statuses = (401,) if basic and oauth_error(ex) == "invalid_client" else (400, 401)
+        statuses = (401,) if basic else (400, 401)
         challenge = (ex.header("www-authenticate") or "").lower()
-        if ex.status not in statuses or oauth_error(ex) not in codes:
+        if ex.status not in statuses or oauth_error(ex) != "invalid_client":
             wrong.append((f"{case}: {ex.describe()} with "
                           f"{oauth_error(ex) or ex.body_kind()}", ex))
-        elif basic and ex.status == 401 and not challenge.startswith("basic"):
-            wrong.append((f"{case}: 401 after Basic without a Basic WWW-Authenticate", ex))
+        elif basic and not challenge.startswith("basic"):
+            wrong.append((f"{case}: 401 after Basic with WWW-Authenticate "
+                          f"{ex.header('www-authenticate')!r}", ex))
     if wrong:
         fail(f"at the {endpoint} endpoint: " + "; ".join(w for w, _ in wrong),
              "401 (400 without Basic) invalid_client, WWW-Authenticate: Basic after Basic",
              [ex for _, ex in wrong][:3])
+
+
+@spec("OAUTH21-2.4", "OAUTH21-3.2.4", level="SHOULD")
+async def test_two_client_authentication_methods_are_refused(live: Live) -> None:
+    """Basic and client_secret in the body at once is refused (invalid_request or _client).
+
+    OAuth 2.1 2.4: "The client MUST NOT use more than one authentication method in each
+    request"; 3.2.4 files such a request under ``invalid_request`` ("utilizes more than
+    one mechanism for authenticating the client"). The MUST binds the client, so a server
+    that accepts the request is warned.
+    """
+    client = await _control(live, "token")
+    impostor, headers = _impostor(client, "two methods")
+    ex = await _send(live, "token", impostor, headers)
+    if ex.status is not None and ex.status >= 500:
+        unavailable(f"two methods: the token endpoint answered {ex.describe()}")
+    if oauth_error(ex) not in ("invalid_request", "invalid_client") or ex.status not in (400,
+                                                                                         401):
+        fail(f"Basic plus client_secret in the body: {ex.describe()} with "
+             f"{oauth_error(ex) or ex.body_kind()} (the authentication was accepted)",
+             "400 invalid_request (or 401 invalid_client)", [ex])
 
 
 @run_last(3)

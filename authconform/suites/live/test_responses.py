@@ -37,7 +37,8 @@ def _report(live: Live, problems, findings, what: str, expected: str) -> None:
     for failure in problems:
         counted.setdefault(failure.observed, []).append(failure.exchanges[0])
     for found, count in findings:
-        counted.setdefault(found.observed, []).extend(found.exchanges * max(count, 1))
+        key = f"{found.observed} (expected {found.expected})"
+        counted.setdefault(key, []).extend(found.exchanges * max(count, 1))
     if not counted:
         return
     lines = [f"{text} ({len(seen)}x)" if len(seen) > 1 else text
