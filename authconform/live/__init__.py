@@ -1,9 +1,32 @@
 """Live checks of an authorization server / MCP server over HTTP.
 
-``Target`` (httpx, never following redirects, named hosts only), discovery, flows
-(``Live``), the exchange recorder, response checks registered by name, the redactor.
-Names load on first use, so importing this package needs no httpx until a name that
-sends requests is used.
+``Target`` (httpx, never following redirects, named hosts only, paced, 429-aware),
+discovery, flows (``Live``), the exchange recorder, response checks registered by name,
+the redactor. Names load on first use, so importing this package needs no httpx until a
+name that sends requests is used.
+
+Every check of ``authconform.suites.live`` follows these principles:
+
+- Its level is what its cited text says: MUST fails, SHOULD warns (fails only under
+  ``--authconform-strict``), and where no normative text exists it is an informational
+  ``note`` (``authconform.live._pytest.note``), never a warning.
+- A rule applies only where its document applies: MCP rules only with an MCP endpoint;
+  optional features (RFC 7592, RFC 7662, RFC 9207, RFC 8707, RFC 7009, CIMD) when
+  advertised or discovered, else ``not-advertised:``.
+- A check whose precondition fails (the registration, the flow, the revocation) reports
+  that step as the cause or skips ``unavailable:``, never a later consequence as the
+  breach; one root cause is reported once per check, against the rule it breaks
+  (``refused`` files a wrong error code as a ``Finding`` for RFC 6749 5.2, which its own
+  check reports once).
+- Where a specification allows two behaviours, both pass (listed, never "any 4xx").
+- Every negative check first runs its positive control (``Live.control``): against a
+  server that refuses everything it is ``unavailable:``, never passed.
+- A rate-limiting target is not broken: ``Retry-After`` is honoured, requests are paced
+  (``--authconform-rate``), and a target still limiting makes checks ``unavailable:
+  rate-limited (...)``.
+- With a pre-registered client, every one-client check uses it; more clients are
+  registered only for checks that need a second, and skip with the reason when
+  registration is unavailable.
 """
 
 from __future__ import annotations
