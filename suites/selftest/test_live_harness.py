@@ -292,3 +292,35 @@ def test_target_dying_mid_run_makes_the_rest_unavailable_with_one_cause(
     assert len(down) >= len(after) - 2, summary(dict(after))
     assert done.stdout.count("the target stopped answering (") >= 1
     assert "the checks after that are unavailable" in done.stdout, done.stdout[-3000:]
+
+
+def test_spec_ids_in_the_harness_parse_and_resolve() -> None:
+    """Every spec id the live harness writes into a failure or finding parses (with a URL).
+
+    The checks' ``@spec`` marks are scanned by ``test_spec_citations``; this covers the
+    ids the harness code itself names: ``spec=`` arguments, response checks, error rules.
+    """
+    import ast
+
+    from authconform.live._expect import ERROR_RULE
+    from authconform.spec import ids
+
+    found: set[str] = set(ERROR_RULE.values())
+    for path in [*(ROOT / "authconform" / "live").glob("*.py"),
+                 *(ROOT / "authconform" / "suites" / "live").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "spec" and isinstance(
+                node.value, ast.Constant
+            ) and isinstance(node.value.value, str):
+                found.add(node.value.value)
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                "response_check", "Finding"
+            ) and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+                value = node.args[1].value if ast.unparse(node.func) == "response_check" else (
+                    node.args[0].value if isinstance(node.args[0], ast.Constant) else None)
+                if isinstance(value, str):
+                    found.add(value)
+    assert len(found) > 8, found
+    for spec_id in sorted(found):
+        ref = ids.parse(spec_id)
+        assert ref.url.startswith("https://"), (spec_id, ref.url)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.live_harness import Outcome, live_subprocess, summary
-from fixtures.mutants.servers import MUTANTS, SETUP, TOKEN_500, VARIANTS
+from fixtures.mutants.servers import MUTANTS, REFUSE_ALL, SETUP, VARIANTS
 
 #: checks that report and never judge (the specification leaves the behaviour open), or
 #: whose failing mutant lives in another self-test
@@ -66,7 +66,7 @@ def _selection() -> str:
                 for check in checks for target in ("ref-memory-" + mutant, "ref-memory")]
     clauses += [_item(check, "ref-memory") for expected in MUTANTS.values()
                 for check, _ in expected]
-    clauses += [f"ref-memory-{TOKEN_500}",
+    clauses += [*(f"ref-memory-{m}" for m in REFUSE_ALL),
                 *(f"(ref-memory-{v} and (refresh or code or revok))" for v in VARIANTS)]
     return " or ".join(sorted(set(clauses)))
 
@@ -74,7 +74,7 @@ def _selection() -> str:
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Outcome]]:
     """One run: every mutant, the allowed variants and the plain reference."""
-    variants = list(dict.fromkeys([*MUTANTS, TOKEN_500, *VARIANTS]))
+    variants = list(dict.fromkeys([*MUTANTS, *REFUSE_ALL, *VARIANTS]))
     done = live_subprocess(
         tmp_path_factory.mktemp("mutants"), *FLAGS,
         *(f"--authconform-variant=fixtures.mutants.servers:{v}" for v in variants),
@@ -124,7 +124,7 @@ def test_reference_passes_every_check_the_mutants_fail(
     _, outcomes = batch
     mine = {k: v for k, v in outcomes.items() if k.endswith("[ref-memory]")
             or "[ref-memory-" in k and not any(f"ref-memory-{m}" in k for m in
-                                               [*MUTANTS, TOKEN_500, *VARIANTS])}
+                                               [*MUTANTS, *REFUSE_ALL, *VARIANTS])}
     assert len(mine) >= len({c for e in MUTANTS.values() for c, _ in e}) - 5, summary(outcomes)
     bad = {k: v for k, v in mine.items() if v.outcome not in ("passed", "skipped")}
     assert not bad, summary(bad)
@@ -157,20 +157,21 @@ def test_confidential_refresh_reuse_is_reported_never_failed(
     assert got.properties.get("authconform_refresh_reuse") == reported, got.properties
 
 
-def test_no_check_passes_against_a_token_endpoint_answering_500(
-    batch: tuple[str, dict[str, Outcome]]
+@pytest.mark.parametrize("mutant", sorted(REFUSE_ALL))
+def test_no_check_passes_against_an_endpoint_answering_500(
+    batch: tuple[str, dict[str, Outcome]], mutant: str
 ) -> None:
-    """Every check that sent a token request either failed or was skipped (unavailable)."""
+    """Every check that sent a request to the broken endpoint failed or was unavailable."""
     _, outcomes = batch
-    mine = {k: v for k, v in outcomes.items() if f"[ref-memory-{TOKEN_500}" in k}
-    assert len(mine) > 50, summary(outcomes)
-    passed_with_token = sorted(
+    purpose = REFUSE_ALL[mutant]
+    mine = {k: v for k, v in outcomes.items() if f"[ref-memory-{mutant}" in k}
+    assert len(mine) > 80, summary(outcomes)
+    passed_with_it = sorted(
         k for k, v in mine.items() if v.outcome in ("passed", "warned")
-        and any(e.startswith("token:") for e in v.properties.get(
+        and any(e.startswith(purpose + ":") for e in v.properties.get(
             "authconform_exchanges", "").split())
     )
-    assert not passed_with_token, passed_with_token
-    assert any(v.outcome == "failed" and "code exchange" in v.message for v in mine.values())
+    assert not passed_with_it, passed_with_it
     unavailable = [k for k, v in mine.items() if v.outcome == "skipped"
                    and "positive control failed" in v.message]
     assert len(unavailable) > 10, summary(mine)
