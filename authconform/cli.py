@@ -75,17 +75,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if name == "test":
         return test(rest)
+    from authconform._extras import MissingExtra, extra_for, require, sentence
+
+    feature = f"authconform {name}" + (f" {rest[0]}" if name == "bench" and rest else "")
     try:
+        for extras in _NEEDS.get(feature, ()):
+            require(feature, *extras)
         module = importlib.import_module(COMMANDS[name][0])
-    except ModuleNotFoundError as exc:
-        extra = {"serve": "server", "bench": "bench", "report": "all"}.get(name, "all")
-        print(
-            f"authconform {name}: needs a package that is not installed ({exc.name}); "
-            f"install the extra: pip install 'authconform[{extra}]'",
-            file=sys.stderr,
-        )
+        return int(module.main(rest))
+    except MissingExtra as exc:
+        print(str(exc), file=sys.stderr)
         return 2
-    return int(module.main(rest))
+    except ModuleNotFoundError as exc:
+        extra = extra_for(exc.name)
+        if extra is None:
+            raise
+        print(sentence(feature, [str(exc.name)], [extra]), file=sys.stderr)
+        return 2
+
+
+#: what a command needs before it starts (a later missing import is reported the same way)
+_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "authconform serve": (("server",),),
+    "authconform bench server": (("server", "bench"),),
+}
 
 
 if __name__ == "__main__":
