@@ -5,6 +5,7 @@
 - ``authconform serve --backend ... --port ...``: the reference server (authconform.server)
 - ``authconform bench storage|server ...``: benchmarks with gates (authconform.perf)
 - ``authconform report a.json b.json ...``: merge runs into one summary (authconform.report)
+- ``authconform clean``: drop the namespaces of runs whose lease expired (authconform.cleanup)
 - ``authconform --version``
 """
 
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("authconform.server.cli", "run the reference OAuth 2.1 + MCP server"),
     "bench": ("authconform.perf.cli", "benchmarks: `authconform bench storage --backend redis`"),
     "report": ("authconform.report.cli", "merge results.json files into one summary.html"),
+    "clean": ("authconform.cleanup.cli", "drop what killed runs left in redis/postgres"),
 }
 
 

@@ -52,6 +52,7 @@ SKIP_CATEGORIES = ("not-applicable:", "unavailable:", "disabled:", "not-advertis
 
 #: pytest sub-plugins registered when present (each imports nothing heavy at import time)
 SUBPLUGINS = (
+    "authconform.cleanup._pytest",
     "authconform.live._pytest",
     "authconform.report._pytest",
 )
