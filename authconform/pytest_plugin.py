@@ -54,6 +54,7 @@ SKIP_CATEGORIES = ("not-applicable:", "unavailable:", "disabled:", "not-advertis
 SUBPLUGINS = (
     "authconform.cleanup._pytest",
     "authconform.live._pytest",
+    "authconform.redaction._pytest",
     "authconform.report._pytest",
 )
 
