@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,21 @@ def test_top_level_reexports_are_the_contract_objects() -> None:
         obj = getattr(authconform, name)
         home = authconform.contract if hasattr(authconform.contract, name) else authconform.errors
         assert obj is getattr(home, name), f"authconform.{name} is a different object"
+
+
+def test_docs_send_backend_authors_to_public_names_only() -> None:
+    """docs/contract.md and README name no private module, and every helper they list exists."""
+    import authconform.contract
+
+    repo = Path(__file__).resolve().parents[2]
+    for doc in ("docs/contract.md", "README.md"):
+        text = (repo / doc).read_text()
+        private = sorted(set(re.findall(r"`(authconform(?:\.\w+)*\._\w+)", text)))
+        assert not private, f"{doc} sends readers to private modules: {private}"
+        assert "../" not in text, f"{doc} points outside the repository"
+    text = (repo / "docs" / "contract.md").read_text()
+    start = text.index("Use the helpers of `authconform.contract`")
+    listed = re.findall(r"`(\w+)`", text[start : text.index("\n\n", start)])
+    assert len(listed) >= 10, listed
+    missing = [name for name in listed if name not in authconform.contract.__all__]
+    assert not missing, f"docs/contract.md lists helpers authconform.contract lacks: {missing}"
