@@ -14,6 +14,7 @@ __all__ = ["main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("authconform.perf.cli", "benchmarks: `authconform bench storage --backend redis`"),
     "serve": ("authconform.server.cli", "run the reference OAuth 2.1 + MCP server"),
+    "report": ("authconform.report.cli", "merge results.json files into one summary.html"),
 }
 
 
