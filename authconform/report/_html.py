@@ -113,11 +113,7 @@ def _columns(report: Report) -> tuple[list[_Column], dict[tuple[int, str | None]
         names[base] = names.get(base, 0) + 1
     for col in columns:
         base = col.name if col.name is not None else "(no parameter)"
-        col.label = base
-        if names[base] > 1 and col.run < len(report.runs):
-            col.label = f"{base} · {report.runs[col.run].label or f'run {col.run + 1}'}"
-        elif names[base] > 1:
-            col.label = f"{base} · run {col.run + 1}"
+        col.label = f"{base} · run {col.run + 1}" if names[base] > 1 else base
     return columns, index
 
 
@@ -186,7 +182,8 @@ def _render_matrix(
         out.append("<th>Covers</th>")
     for col in columns:
         kind = f'<br><span class="muted">{esc(col.kind)}</span>' if col.kind else ""
-        out.append(f"<th>{esc(col.label)}{kind}</th>")
+        run = report.runs[col.run].label if col.run < len(report.runs) else ""
+        out.append(f'<th title="{esc(run)}">{esc(col.label)}{kind}</th>')
     out.append("</tr></thead><tbody>")
     last_doc = None
     req_by_section = _requirements_by_section(report.requirements or ())
@@ -210,7 +207,8 @@ def _render_matrix(
             title = f'<br><span class="muted">{esc(row.title)}</span>' if row.title else ""
             out.append(
                 f'<tr class="{"ok" if ok else "problem"}"><th>{esc(row.check)}{title}</th>'
-                f'<td class="lvl">{esc(row.level or "")}</td><td>{esc(", ".join(row.spec_ids))}</td>'
+                f'<td class="lvl">{esc(row.level or "")}</td>'
+                f'<td>{esc(", ".join(row.spec_ids))}</td>'
             )
             if coverage:
                 out.append(f"<td>{esc(', '.join(covering.get(row.check, [])))}</td>")

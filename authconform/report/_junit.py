@@ -44,7 +44,7 @@ def properties(result: Result) -> list[tuple[str, str]]:
 
 
 def _classname(nodeid: str) -> tuple[str, str]:
-    """pytest's (classname, name) split of a node id."""
+    """The (classname, name) split of a node id, as pytest makes it."""
     parts = nodeid.split("::")
     path = parts[0]
     if path.endswith(".py"):

@@ -13,6 +13,7 @@ a run of the user's own tests gets no properties and writes nothing.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import re
@@ -56,18 +57,22 @@ _PACKAGES = (
 )
 
 
+def _module(name: str) -> Any:
+    """An optional module of ours, or None while it does not exist."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            return None
+        raise
+
+
 def is_ours(path: str | os.PathLike[str]) -> bool:
     """True when a test file belongs to our shipped suites (``authconform.suites``)."""
-    try:
-        from authconform._session import is_ours as session_is_ours
-    except ImportError:
-        pass
-    else:
+    session_is_ours = getattr(_module("authconform._session"), "is_ours", None)
+    if session_is_ours is not None:
         return bool(session_is_ours(path))
-    try:
-        import authconform.suites as suites
-    except ImportError:
-        return False
+    suites = _module("authconform.suites")
     roots = [Path(p).resolve() for p in getattr(suites, "__path__", ())]
     resolved = Path(path).resolve()
     return any(resolved.is_relative_to(root) for root in roots)
@@ -85,11 +90,7 @@ def _ours(path: str | os.PathLike[str]) -> bool:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Declare ``--authconform-report-dir`` unless the shared table already does."""
-    try:
-        from authconform._options import OPTIONS  # type: ignore[attr-defined]
-    except ImportError:
-        OPTIONS = ()  # noqa: N806
-    names = {o.name for o in OPTIONS}
+    names = {o.name for o in getattr(_module("authconform._options"), "OPTIONS", ())}
     group = parser.getgroup("authconform", "authconform conformance suite")
     for opt in REPORT_OPTIONS:
         if opt.name in names:
@@ -102,11 +103,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
-    try:
-        from authconform._options import setting  # type: ignore[attr-defined]
-    except ImportError:
-        pass
-    else:
+    setting = getattr(_module("authconform._options"), "setting", None)
+    if setting is not None:
         try:
             return setting(config, name)
         except (StopIteration, KeyError):
@@ -130,7 +128,7 @@ def _spec_marks(item: pytest.Item) -> Iterable[pytest.Mark]:
 
 def _function_name(item: pytest.Item) -> str:
     name = str(getattr(item, "originalname", None) or item.name.split("[", 1)[0])
-    cls = getattr(item, "cls", None)
+    cls: Any = getattr(item, "cls", None)
     if not name.startswith("test") and cls is not None:
         return str(cls.__name__)
     return name
@@ -157,9 +155,10 @@ def _static_properties(item: pytest.Item) -> list[tuple[str, str]]:
         props.append((_P + column[0], column[1]))
     obj = getattr(item, "obj", None)
     doc = (getattr(obj, "__doc__", None) or "").strip()
-    if doc and getattr(item, "cls", None) is not None and obj is not None:
+    cls: Any = getattr(item, "cls", None)
+    if cls is not None and not getattr(item, "originalname", "").startswith("test"):
         # a unittest-style item (Hypothesis state machine): its method's doc is generic
-        doc = (getattr(item.cls, "__doc__", None) or doc).strip()
+        doc = (getattr(cls, "__doc__", None) or doc).strip()
     if doc:
         props.append((_P + "title", doc.splitlines()[0].strip()))
     return props
@@ -472,13 +471,12 @@ def _selection(config: pytest.Config, results: list[Result]) -> dict[str, Any]:
     """What the run selected: namespace, backends (with where each came from), targets."""
     from authconform._urls import safe_url
 
-    try:
-        from authconform._session import run_config  # type: ignore[import-not-found]
-    except ImportError:
-        from authconform.pytest_plugin import run_config
+    run_config: Any = getattr(_module("authconform._session"), "run_config", None)
+    if run_config is None:
+        run_config = getattr(_module("authconform.pytest_plugin"), "run_config", None)
     selection: dict[str, Any] = {}
     try:
-        run = run_config(config)
+        run = None if run_config is None else run_config(config)
     except (KeyError, AttributeError):
         run = None
     if run is not None:

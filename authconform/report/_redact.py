@@ -32,7 +32,9 @@ _NAMES = "|".join(_FIELDS)
 # ``name=value`` in a query string or form body (``code_challenge=`` does not match).
 _PARAM = re.compile(rf"(?<![\w-])({_NAMES})=(?!\[redacted)([^&\s\"'<>#;,)\]]+)")
 # ``"name": "value"`` (JSON) or ``'name': 'value'`` (a Python repr).
-_ITEM = re.compile(rf"""(["'])({_NAMES})\1(\s*:\s*)(["'])(?!\[redacted)((?:(?!\4)[^\\\n]|\\.)*)\4""")
+_ITEM = re.compile(
+    rf"""(["'])({_NAMES})\1(\s*:\s*)(["'])(?!\[redacted)((?:(?!\4)[^\\\n]|\\.)*)\4"""
+)
 # ``Authorization: Bearer x`` / ``Basic x`` / anything, and cookies, up to the end of line.
 _HEADER = re.compile(
     r"(?im)^([<>]?\s*(?:authorization|proxy-authorization|cookie|set-cookie)\s*:\s*)"
