@@ -42,6 +42,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1b1b1b;background:#f
 h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.15em;margin:1.4em 0 .4em}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}
 th{background:#f3f3f3;text-align:left}
+table.matrix thead th{position:sticky;top:0;z-index:1}
 table.matrix td.cell{text-align:center;white-space:nowrap;min-width:5.5em}
 table.matrix td.cell a{display:block;color:inherit;text-decoration:none}
 tr.doc th{background:#dde4ee;font-size:1.05em}tr.sec th{background:#eef1f5;font-weight:600}
@@ -107,6 +108,9 @@ def _columns(report: Report) -> tuple[list[_Column], dict[tuple[int, str | None]
             index[key] = len(columns)
             columns.append(_Column(r.run, r.column, r.column_kind))
         columns[index[key]].results.append(i)
+    kinds = {"backend": 0, "target": 1, "param": 2}
+    columns.sort(key=lambda c: (c.run, kinds.get(c.kind or "", 3)))  # stable: first seen
+    index = {(c.run, c.name): n for n, c in enumerate(columns)}
     names: dict[str, int] = {}
     for col in columns:
         base = col.name if col.name is not None else "(no parameter)"
@@ -141,7 +145,7 @@ def _cell(report: Report, ids: list[int]) -> str:
         mark = _SKIP_MARKS.get(chosen.category, chosen.category)
     if len(results) > 1:
         mark += f" ×{len(results)}"
-    tip = chosen.message.splitlines()[0] if chosen.message else worst
+    tip = chosen.message.splitlines()[0][:300] if chosen.message else worst
     return (
         f'<td class="{esc(classes)}" data-outcome="{esc(worst)}">'
         f'<a href="#r{pick}" title="{esc(tip)}">{esc(mark)}</a></td>'

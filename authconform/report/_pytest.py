@@ -50,6 +50,7 @@ REPORT_OPTIONS: tuple[Option, ...] = (
 
 _P = "authconform_"
 _EVIDENCE_LIMIT = 60_000
+_MESSAGE_LIMIT = 1_000
 #: Packages whose versions go into the run metadata (those installed).
 _PACKAGES = (
     "authconform", "pytest", "hypothesis", "pytest-xdist", "redis", "fakeredis", "psycopg",
@@ -127,10 +128,10 @@ def _spec_marks(item: pytest.Item) -> Iterable[pytest.Mark]:
 
 
 def _function_name(item: pytest.Item) -> str:
+    """The test function's name; for a unittest-style class (a state machine) the class's."""
     name = str(getattr(item, "originalname", None) or item.name.split("[", 1)[0])
-    cls: Any = getattr(item, "cls", None)
-    if not name.startswith("test") and cls is not None:
-        return str(cls.__name__)
+    if not name.startswith("test") and isinstance(item.parent, pytest.Class):
+        return item.parent.name
     return name
 
 
@@ -156,9 +157,9 @@ def _static_properties(item: pytest.Item) -> list[tuple[str, str]]:
     obj = getattr(item, "obj", None)
     doc = (getattr(obj, "__doc__", None) or "").strip()
     cls: Any = getattr(item, "cls", None)
-    if cls is not None and not getattr(item, "originalname", "").startswith("test"):
-        # a unittest-style item (Hypothesis state machine): its method's doc is generic
-        doc = (getattr(cls, "__doc__", None) or doc).strip()
+    if cls is not None and not str(getattr(item, "originalname", "")).startswith("test"):
+        # a unittest-style item (Hypothesis state machine): the class's own doc, if any
+        doc = str(vars(cls).get("__doc__") or doc).strip()
     if doc:
         props.append((_P + "title", doc.splitlines()[0].strip()))
     return props
@@ -222,12 +223,14 @@ def _category(reason: str) -> str:
     return head if head in SKIP_CATEGORIES else "uncategorised"
 
 
-def _headline(report: pytest.TestReport) -> str:
+def _headline(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """Line one of the failure (observed vs expected), at most ``_MESSAGE_LIMIT`` long."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = getattr(crash, "message", None) or report.longreprtext
     for line in str(text).splitlines():
         if line.strip():
-            return line.strip()
+            line = line.strip()
+            return line if len(line) <= _MESSAGE_LIMIT else line[:_MESSAGE_LIMIT] + " ..."
     return report.outcome
 
 
@@ -334,15 +337,32 @@ class _Partial:
         )
 
 
+_EXAMPLE_HEAD = re.compile(r"^(?:E\s+)?(?:Falsifying example|Failing test case): ?(.*)$")
+_REPRODUCE = re.compile(r"(@reproduce_failure\([^)]*\))")
+
+
 def _falsifying(values: dict[str, list[str]], evidence: list[str]) -> str | None:
+    """Hypothesis's minimal failing example (or state machine steps), and its blob."""
     found = values.get(_P + "falsifying_example")
-    if found:
-        return redact(found[0])
+    example = found[0] if found and not found[0].startswith("<") else None
     text = "\n".join(evidence)
-    m = re.search(r"^(?:E\s+)?(Falsifying example: .*?)(?=^(?:E\s*)?$|\Z)", text, re.M | re.S)
-    if m:
-        return redact(re.sub(r"^E {0,3}", "", m.group(1), flags=re.M).strip())
-    return None
+    if example is None:
+        lines = text.splitlines()
+        for n, line in enumerate(lines):
+            m = _EXAMPLE_HEAD.match(line)
+            if not m:
+                continue
+            body = [m.group(1)] if m.group(1) and not m.group(1).startswith("<") else []
+            for nxt in lines[n + 1 :]:
+                if not nxt.startswith("E") or not nxt[1:].strip():
+                    break
+                body.append(re.sub(r"^E {0,7}", "", nxt))
+            example = "\n".join(body).strip() or None
+            break
+    blob = _REPRODUCE.search(text)
+    if blob is not None:
+        example = f"{example}\n{blob.group(1)}" if example else blob.group(1)
+    return None if example is None else redact(example)
 
 
 class _Collector:
@@ -375,7 +395,7 @@ class _Collector:
                 check=check_id(stem),
                 nodeid=report.nodeid,
                 outcome="error",
-                message=redact(f"collection failed: {_headline(report)}"),  # type: ignore[arg-type]
+                message=redact(f"collection failed: {_headline(report)}"),
                 evidence=redact(_clip(report.longreprtext)),
             )
         )
@@ -439,6 +459,7 @@ class _Collector:
             selection=_selection(self.config, self.results),
         )
 
+    @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.problem:
             terminalreporter.write_line(self.problem, red=True)

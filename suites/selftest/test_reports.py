@@ -63,6 +63,7 @@ def pytest_configure(config):
 CHECKS = """
 import pytest
 from hypothesis import given, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from authconform.live._record import Exchange, LiveFailure
 
@@ -126,6 +127,24 @@ def test_issuer_is_identical(backend_spec):
 def test_code_ttl_is_honoured(backend_spec, n):
     \"\"\"Expiry follows the TTL.\"\"\"
     assert n < 5
+
+
+class CounterMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    @rule()
+    def inc(self):
+        self.n += 1
+
+    @invariant()
+    def stays_small(self):
+        assert self.n < 3, "observed: counter at {{}}; expected: below 3".format(self.n)
+
+
+CounterMachine.TestCase.settings = settings(max_examples=50, database=None, deadline=None)
+TestCounterNeverReachesThree = spec("CONTRACT-codes")(CounterMachine.TestCase)
 """.format(**SECRETS)
 
 USER_TESTS = """
@@ -169,6 +188,7 @@ EXPECTED = {
     ("issuer-is-identical", "sqlite"): "xfailed",
     ("code-ttl-is-honoured", "memory"): "failed",
     ("code-ttl-is-honoured", "sqlite"): "failed",
+    ("counter-never-reaches-three", None): "failed",
 }
 
 
@@ -271,6 +291,11 @@ def test_results_carry_spec_refs_messages_categories_and_hypothesis(
     hypo = results[("code-ttl-is-honoured", "memory")]
     assert hypo["seed"] and hypo["seed"].isdigit(), hypo
     assert re.search(r"n=5\b", hypo["falsifying_example"] or ""), hypo
+    machine = results[("counter-never-reaches-three", None)]
+    assert machine["column"] is None and machine["column_kind"] is None
+    assert machine["message"] == "AssertionError: observed: counter at 3; expected: below 3"
+    steps = (machine["falsifying_example"] or "").splitlines()
+    assert steps[0] == "state = CounterMachine()" and steps.count("state.inc()") == 3, steps
     run = _results(suite_run[0])["runs"][0]
     assert run["exit_status"] == 1
     assert [b["name"] for b in run["selection"]["backends"]] == ["memory", "sqlite"]
@@ -335,6 +360,16 @@ def test_a_run_of_only_the_users_tests_writes_nothing(tmp_path: Path) -> None:
     assert "authconform reports" not in proc.stdout
 
 
+def test_a_collection_error_in_our_suite_is_reported(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p")
+    (project / "ours" / "test_checks.py").write_text("import no_such_module_anywhere\n")
+    proc = _pytest(project, "ours")
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    (result,) = _results(project / "reports")["results"]
+    assert result["outcome"] == "error" and result["check"] == "checks"
+    assert "no_such_module_anywhere" in result["message"] + result["evidence"]
+
+
 def test_with_junitxml_pytest_writes_it_and_xdist_results_match(
     suite_run: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -362,8 +397,9 @@ def test_report_command_merges_runs(suite_run: tuple[Path, str], tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     first = suite_run[0] / "results.json"
     data = _results(suite_run[0])
+    renamed = {"memory": "redis", "sqlite": "postgres"}
     for r in data["results"]:
-        r["column"] = {"memory": "redis", "sqlite": "postgres"}[r["column"]]
+        r["column"] = renamed.get(r["column"], r["column"])
     data["runs"][0]["label"] = "ci job 2"
     second = tmp_path / "second.json"
     second.write_text(json.dumps(data))
@@ -374,7 +410,9 @@ def test_report_command_merges_runs(suite_run: tuple[Path, str], tmp_path: Path,
     merged = load(tmp_path / "out" / "results.json")
     assert len(merged.runs) == 3
     assert {(r.run, r.column) for r in merged.results} == {
-        (0, "memory"), (0, "sqlite"), (1, "redis"), (1, "postgres"), (2, "memory"), (2, "sqlite")
+        (n, column) for n, columns in enumerate([("memory", "sqlite"), ("redis", "postgres"),
+                                                 ("memory", "sqlite")])
+        for column in (*columns, None)
     }
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(json.loads((tmp_path / "out" / "results.json").read_text()),
