@@ -104,13 +104,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
-    setting = getattr(_module("authconform._options"), "setting", None)
-    if setting is not None:
-        try:
-            return setting(config, name)
-        except (StopIteration, KeyError):
-            pass
-    opt = next(o for o in REPORT_OPTIONS if o.name == name)
+    """A setting from the shared option table (wherever it lives), else from ours."""
+    for module in ("authconform._options", "authconform.pytest_plugin"):
+        setting = getattr(_module(module), "setting", None)
+        if setting is not None:
+            try:
+                return setting(config, name)
+            except (StopIteration, KeyError, ValueError):
+                continue
+    opt = next((o for o in REPORT_OPTIONS if o.name == name), None)
+    if opt is None:
+        return None
     return (
         config.getoption(opt.ini, None)
         or os.environ.get(opt.env)
@@ -511,12 +515,7 @@ def _selection(config: pytest.Config, results: list[Result]) -> dict[str, Any]:
                 entry["origin"] = origin
             backends.append(entry)
         selection["backends"] = backends
-    try:
-        from authconform.pytest_plugin import setting
-
-        urls = [safe_url(u) for u in setting(config, "server_url") or []]
-    except (StopIteration, KeyError, ValueError, ImportError):
-        urls = []
+    urls = [safe_url(str(u)) for u in _setting(config, "server_url") or []]
     names = list(dict.fromkeys(r.column for r in results if r.column_kind == "target"))
     if urls or names:
         selection["targets"] = [{"name": n} for n in names] + (
