@@ -13,8 +13,6 @@ a run of the user's own tests gets no properties and writes nothing.
 
 from __future__ import annotations
 
-import importlib
-import os
 import platform
 import re
 import time
@@ -26,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from authconform._options import Option
+from authconform._options import setting
+from authconform._session import is_ours, run_config
 from authconform.report._model import (
     SKIP_CATEGORIES,
     Report,
@@ -37,16 +36,7 @@ from authconform.report._model import (
 )
 from authconform.report._redact import redact
 
-__all__ = ["REPORT_OPTIONS", "is_ours"]
-
-REPORT_OPTIONS: tuple[Option, ...] = (
-    Option(
-        "report_dir",
-        "directory (relative to the current one) for junit.xml, results.json and "
-        "summary.html of runs of our suites",
-        "reports",
-    ),
-)
+__all__: list[str] = []
 
 _P = "authconform_"
 _EVIDENCE_LIMIT = 60_000
@@ -58,77 +48,11 @@ _PACKAGES = (
 )
 
 
-def _module(name: str) -> Any:
-    """An optional module of ours, or None while it does not exist."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            return None
-        raise
-
-
-def is_ours(path: str | os.PathLike[str]) -> bool:
-    """True when a test file belongs to our shipped suites (``authconform.suites``)."""
-    session_is_ours = getattr(_module("authconform._session"), "is_ours", None)
-    if session_is_ours is not None:
-        return bool(session_is_ours(path))
-    suites = _module("authconform.suites")
-    roots = [Path(p).resolve() for p in getattr(suites, "__path__", ())]
-    resolved = Path(path).resolve()
-    return any(resolved.is_relative_to(root) for root in roots)
-
-
-def _ours(path: str | os.PathLike[str]) -> bool:
-    """The one predicate this plugin asks (self-tests replace it)."""
-    return is_ours(path)
-
-
-# --------------------------------------------------------------------------- options
-# The option table is moving to authconform._options.OPTIONS; until it has this row,
-# this module declares its own option the same way (CLI > env > ini > default).
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    """Declare ``--authconform-report-dir`` unless the shared table already does."""
-    names = {o.name for o in getattr(_module("authconform._options"), "OPTIONS", ())}
-    group = parser.getgroup("authconform", "authconform conformance suite")
-    for opt in REPORT_OPTIONS:
-        if opt.name in names:
-            continue
-        group.addoption(
-            opt.flag_name, default=None, dest=opt.ini,
-            help=f"{opt.help} [env {opt.env}, ini {opt.ini}; default {opt.default}]",
-        )
-        parser.addini(opt.ini, opt.help, default=opt.default or "")
-
-
-def _setting(config: pytest.Config, name: str) -> Any:
-    """A setting from the shared option table (wherever it lives), else from ours."""
-    for module in ("authconform._options", "authconform.pytest_plugin"):
-        setting = getattr(_module(module), "setting", None)
-        if setting is not None:
-            try:
-                return setting(config, name)
-            except (StopIteration, KeyError, ValueError):
-                continue
-    opt = next((o for o in REPORT_OPTIONS if o.name == name), None)
-    if opt is None:
-        return None
-    return (
-        config.getoption(opt.ini, None)
-        or os.environ.get(opt.env)
-        or config.getini(opt.ini)
-        or opt.default
-    )
-
-
 # --------------------------------------------------------------------------- item side
 
 
 def _spec_marks(item: pytest.Item) -> Iterable[pytest.Mark]:
-    marks = list(item.iter_markers("authconform_spec"))
-    return marks or list(item.iter_markers("spec"))
+    return item.iter_markers("authconform_spec")
 
 
 def _function_name(item: pytest.Item) -> str:
@@ -198,7 +122,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Carry what a result needs from our items into ``user_properties``."""
     report = yield
-    if not _ours(item.path):
+    if not is_ours(item.path):
         return report
     new: list[tuple[str, str]] = []
     if not any(k == _P + "check" for k, _ in item.user_properties):
@@ -383,14 +307,14 @@ class _Collector:
         self.problem: str | None = None
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
-        if not self.collected_ours and _ours(item.path):
+        if not self.collected_ours and is_ours(item.path):
             self.collected_ours = True
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if not report.failed or not report.nodeid:
             return
         path = self.config.rootpath / report.nodeid.split("::")[0]
-        if not _ours(path):
+        if not is_ours(path):
             return
         self.collected_ours = True
         stem = Path(report.nodeid.split("::")[0]).stem
@@ -437,7 +361,7 @@ class _Collector:
         from authconform.report._junit import write_junit
         from authconform.report._requirements import load_requirements
 
-        directory = self.config.invocation_params.dir / str(_setting(self.config, "report_dir"))
+        directory = self.config.invocation_params.dir / str(setting(self.config, "report_dir"))
         report = Report((self._run(exitstatus),), tuple(self.results), load_requirements())
         written = []
         if not getattr(self.config.option, "xmlpath", None):
@@ -496,31 +420,21 @@ def _selection(config: pytest.Config, results: list[Result]) -> dict[str, Any]:
     """What the run selected: namespace, backends (with where each came from), targets."""
     from authconform._urls import safe_url
 
-    run_config: Any = getattr(_module("authconform._session"), "run_config", None)
-    if run_config is None:
-        run_config = getattr(_module("authconform.pytest_plugin"), "run_config", None)
-    selection: dict[str, Any] = {}
     try:
-        run = None if run_config is None else run_config(config)
-    except (KeyError, AttributeError):
-        run = None
-    if run is not None:
-        settings = getattr(run, "settings", None)
-        selection["namespace"] = getattr(settings, "namespace", None)
-        backends = []
-        for spec in getattr(run, "specs", ()):
-            entry = {"name": spec.name, "source": getattr(spec, "source", None)}
-            origin = getattr(spec, "origin", None)
-            if origin:
-                entry["origin"] = origin
-            backends.append(entry)
-        selection["backends"] = backends
-    urls = [safe_url(str(u)) for u in _setting(config, "server_url") or []]
+        run = run_config(config)
+    except KeyError:  # the plugin did not configure this run
+        return {}
+    selection: dict[str, Any] = {
+        "namespace": run.settings.namespace,
+        "namespace_from": run.namespace_source,
+        "backends": [
+            {"name": s.name, "source": s.source, "origin": run.backend_source} for s in run.specs
+        ],
+    }
     names = list(dict.fromkeys(r.column for r in results if r.column_kind == "target"))
+    urls = [safe_url(u) for u in run.server_urls]
     if urls or names:
-        selection["targets"] = [{"name": n} for n in names] + (
-            [{"urls": urls}] if urls else []
-        )
+        selection["targets"] = [{"name": n} for n in names] + ([{"urls": urls}] if urls else [])
     return selection
 
 

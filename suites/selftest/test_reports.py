@@ -1,9 +1,9 @@
 """Reports: results.json, summary.html and junit.xml from one result stream.
 
 A small suite (passing, failing with a live-style failure text, SHOULD-warned, skipped
-with categories, xfail, a Hypothesis failure) runs in a pytest subprocess inside a temp
-project whose ``conftest.py`` declares its ``ours/`` folder to be our suites (the same
-predicate ``authconform._session.is_ours`` answers for ``authconform/suites``). The files
+with categories, xfail, a Hypothesis failure, a state machine) runs in a pytest subprocess
+inside a temp project whose ``conftest.py`` points ``authconform._session.SUITES_DIR`` at
+its ``ours/`` folder, so that its files are ours as ``authconform/suites`` is. The files
 it writes are checked as data, against the JSON Schema, and in headless Chromium.
 """
 
@@ -51,13 +51,10 @@ SECRETS = {
 CONFTEST = """
 from pathlib import Path
 
-OURS = Path(__file__).resolve().parent / "ours"
+import authconform._session
 
-
-def pytest_configure(config):
-    import authconform.report._pytest as report_plugin
-
-    report_plugin._ours = lambda path: Path(path).resolve().is_relative_to(OURS)
+# this project's ours/ stands in for authconform/suites (as the plugin's self-tests do)
+authconform._session.SUITES_DIR = (Path(__file__).parent / "ours").resolve()
 """
 
 CHECKS = """
@@ -66,11 +63,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from authconform.live._record import Exchange, LiveFailure
-
-try:
-    from authconform.markers import spec
-except ImportError:  # before the marker aliases landed
-    spec = pytest.mark.spec
+from authconform.markers import spec
 
 
 @spec("RFC6749-4.1.2", level="MUST")
@@ -166,10 +159,7 @@ def test_user_fails():
 
 INI = """
 [pytest]
-asyncio_default_fixture_loop_scope = session
-asyncio_default_test_loop_scope = session
 filterwarnings = error
-junit_family = xunit1
 """
 
 #: Outcomes the small suite must produce, per (check id, backend).
@@ -192,15 +182,6 @@ EXPECTED = {
 }
 
 
-def _plugin_args() -> list[str]:
-    """``-p authconform.report._pytest`` until pytest_plugin registers it itself."""
-    from authconform import pytest_plugin
-
-    subplugins = getattr(pytest_plugin, "SUBPLUGINS", ())
-    name = "authconform.report._pytest"
-    return [] if name in subplugins else ["-p", name]
-
-
 def _project(root: Path) -> Path:
     (root / "ours").mkdir(parents=True)
     (root / "user").mkdir()
@@ -214,7 +195,7 @@ def _project(root: Path) -> Path:
 def _pytest(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTHCONFORM_", "PYTEST_"))}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *_plugin_args(), *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
 
@@ -354,8 +335,9 @@ def test_summary_html_is_self_contained_and_escaped(suite_run: tuple[Path, str])
 
 def test_a_run_of_only_the_users_tests_writes_nothing(tmp_path: Path) -> None:
     project = _project(tmp_path / "p")
-    proc = _pytest(project, "user")
-    assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-2000:]
+    proc = _pytest(project, "user", "--junitxml=theirs.xml")
+    assert "1 failed, 1 passed, 1 skipped in" in proc.stdout, proc.stdout[-2000:]
+    assert not list(ET.parse(project / "theirs.xml").getroot().iter("property"))
     assert not (project / "reports").exists()
     assert "authconform reports" not in proc.stdout
 
