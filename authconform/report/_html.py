@@ -344,6 +344,7 @@ def _render_details(report: Report, columns: list[_Column]) -> str:
             ("outcome", f'<span class="o-{esc(r.outcome)}">{esc(outcome)}</span>'),
             ("where", esc(label.get((r.run, r.column), r.column))),
             ("node", f"<code>{esc(r.nodeid)}</code>"),
+            ("module", f"<code>{esc(r.module)}</code>" if r.module else "—"),
             ("spec", "<br>".join(refs) or "—"),
             ("duration", f"{r.duration:.3f} s"),
         ]

@@ -43,14 +43,14 @@ def properties(result: Result) -> list[tuple[str, str]]:
     return props
 
 
-def _classname(nodeid: str) -> tuple[str, str]:
-    """The (classname, name) split of a node id, as pytest makes it."""
+def _classname(nodeid: str, module: str = "") -> tuple[str, str]:
+    """The (classname, name) split of a node id, as pytest makes it (module when known)."""
     parts = nodeid.split("::")
     path = parts[0]
     if path.endswith(".py"):
         path = path[: -len(".py")]
-    names = [path.replace("/", ".").replace("\\", "."), *parts[1:-1]]
-    return ".".join(names), parts[-1]
+    path = module or path.replace("/", ".").replace("\\", ".")
+    return ".".join(n for n in [path, *parts[1:-1]] if n), parts[-1]
 
 
 def write_junit(report: Report, path: Path, *, run: int = 0) -> None:
@@ -70,7 +70,7 @@ def write_junit(report: Report, path: Path, *, run: int = 0) -> None:
         hostname=meta.host if meta else platform.node(),
     )
     for result in results:
-        classname, name = _classname(result.nodeid)
+        classname, name = _classname(result.nodeid, result.module)
         case = ET.SubElement(
             suite, "testcase", classname=classname, name=name, time=f"{result.duration:.3f}"
         )

@@ -96,6 +96,7 @@ class Result:
     check: str
     nodeid: str
     outcome: str
+    module: str = ""
     spec: tuple[SpecRef, ...] = ()
     level: str | None = None
     title: str = ""
@@ -116,6 +117,7 @@ class Result:
             "run": self.run,
             "check": self.check,
             "nodeid": self.nodeid,
+            "module": self.module,
             "title": self.title,
             "column": self.column,
             "column_kind": self.column_kind,
@@ -138,6 +140,7 @@ class Result:
             check=str(data["check"]),
             nodeid=str(data["nodeid"]),
             outcome=str(data["outcome"]),
+            module=str(data.get("module", "")),
             spec=tuple(SpecRef.from_json(s) for s in data.get("spec", ())),
             level=data.get("level"),
             title=str(data.get("title", "")),

@@ -82,6 +82,9 @@ def _static_properties(item: pytest.Item) -> list[tuple[str, str]]:
     column = _column(item)
     if column is not None:
         props.append((_P + column[0], column[1]))
+    module = getattr(getattr(item, "module", None), "__name__", None)
+    if module:
+        props.append((_P + "module", str(module)))
     obj = getattr(item, "obj", None)
     doc = (getattr(obj, "__doc__", None) or "").strip()
     cls: Any = getattr(item, "cls", None)
@@ -249,6 +252,7 @@ class _Partial:
         return Result(
             check=values.get(_P + "check", [check_id(name)])[0],
             nodeid=self.nodeid,
+            module=values.get(_P + "module", [""])[0],
             outcome=outcome or self.outcome or "error",
             spec=tuple(refs),
             level=refs[0].level if refs else None,

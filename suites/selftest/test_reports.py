@@ -254,6 +254,7 @@ def test_results_carry_spec_refs_messages_categories_and_hypothesis(
         "level": "MUST", "url": "https://www.rfc-editor.org/rfc/rfc6749#section-5.1",
     }]
     assert failed["level"] == "MUST" and failed["column_kind"] == "backend"
+    assert failed["module"].endswith("test_checks"), failed["module"]
     assert failed["title"] == "Token responses carry Cache-Control: no-store."
     assert failed["message"].startswith("observed: token response without Cache-Control")
     assert "spec: RFC6749-5.1 (MUST)" in failed["evidence"]
