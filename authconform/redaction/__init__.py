@@ -5,11 +5,13 @@
   reference server feeds every secret it issues. The registry is bounded (the oldest
   entries go first), so a long-running ``authconform serve`` does not grow with it.
 - ``redact(text)``: every registered secret (and its URL-encoded spellings) becomes
-  ``[redacted:<kind>]``; then the patterns catch secrets nobody registered: the values of
-  ``code=``, ``access_token=``, ``refresh_token=``, ``client_secret=``, ``code_verifier=``,
-  ``token=`` (query strings, form bodies), the same members of JSON objects, and the
-  credentials of ``Authorization: Bearer|Basic ...`` in any spelling (httpcore logs
-  headers as ``(b'authorization', b'Bearer ...')``).
+  ``[redacted:<kind>]``; then the reports' patterns (``authconform.report._redact``) catch
+  secrets nobody registered: the values of ``code=``, ``access_token=``,
+  ``client_secret=``, ``code_verifier=``, ``token=`` ... (query strings, form bodies), the
+  same members of JSON objects and Python reprs, and ``Bearer``/``Basic`` credentials
+  anywhere (httpcore logs headers as ``(b'authorization', b'Bearer ...')``). A response
+  header is logged before anyone could register the code it carries: the patterns are
+  what redacts it.
 - ``install()`` / ``uninstall()``: a ``logging`` record factory that redacts every record
   when it is made, whatever the logger (httpx, httpcore, redis, psycopg, uvicorn, mcp,
   yours) and whatever handler later prints it (pytest's live log, its captured-log
@@ -27,9 +29,11 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+# one set of shapes for logs and reports: the reports' pattern redactor (stdlib only)
+from authconform.report._redact import redact as _patterns
+
 __all__ = [
     "MAX_SECRETS",
-    "PATTERNS",
     "install",
     "installed",
     "redact",
@@ -41,24 +45,6 @@ __all__ = [
 #: most secrets kept for exact redaction (the patterns apply whatever the count)
 MAX_SECRETS = 50_000
 _MIN_LEN = 6
-
-_PARAMS = (
-    "access_token|refresh_token|id_token|client_secret|code_verifier|code|token"
-    "|registration_access_token|password|assertion"
-)
-#: (pattern, replacement) applied after the registered values
-PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # a query-string or form parameter (code_challenge and state are not secrets)
-    (re.compile(rf"(?<![A-Za-z0-9_])({_PARAMS})=(?!\[redacted)[^&\s\"'<>\\]+", re.I),
-     r"\1=[redacted]"),
-    # a JSON member, quoted with " or ' (Python reprs)
-    (re.compile(rf"""(["'](?:{_PARAMS})["']\s*:\s*)(["'])(?!\[redacted)[^"']*\2""", re.I),
-     r"\1\2[redacted]\2"),
-    # Authorization credentials: header lines, dict reprs, httpcore's byte tuples
-    (re.compile(r"""(authorization["']?\s*[:,=]\s*b?["']?\s*)(bearer|basic|dpop)\s+"""
-                r"""(?!\[redacted)[A-Za-z0-9\-._~+/=%]+""", re.I),
-     r"\1\2 [redacted]"),
-)
 
 _lock = threading.Lock()
 _values: OrderedDict[str, str] = OrderedDict()
@@ -101,9 +87,7 @@ def redact(text: str) -> str:
     pattern, kinds = _compiled()
     if pattern is not None:
         text = pattern.sub(lambda m: f"[redacted:{kinds.get(m.group(0), 'secret')}]", text)
-    for rule, replacement in PATTERNS:
-        text = rule.sub(replacement, text)
-    return text
+    return _patterns(text)
 
 
 # the logging layer -----------------------------------------------------------------------
