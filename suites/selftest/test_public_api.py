@@ -72,3 +72,23 @@ def test_docs_send_backend_authors_to_public_names_only() -> None:
     assert len(listed) >= 10, listed
     missing = [name for name in listed if name not in authconform.contract.__all__]
     assert not missing, f"docs/contract.md lists helpers authconform.contract lacks: {missing}"
+
+
+def test_the_sample_user_project_uses_public_names_only() -> None:
+    """fixtures/userproject (driven by test_fresh_venv) imports nothing private of ours."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[2]
+    found = []
+    for path in sorted((repo / "fixtures" / "userproject").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("authconform"):
+                module = importlib.import_module(node.module or "")
+                public = set(getattr(module, "__all__", ()))
+                for alias in node.names:
+                    if node.module not in PUBLIC_MODULES or alias.name not in public:
+                        found.append(f"{path.name}:{node.lineno}: {node.module}.{alias.name}")
+            elif isinstance(node, ast.Import):
+                found += [f"{path.name}:{node.lineno}: import {a.name}" for a in node.names
+                          if a.name.startswith("authconform") and a.name not in PUBLIC_MODULES]
+    assert not found, f"the sample project uses non-public names: {found}"
