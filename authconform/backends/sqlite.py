@@ -926,6 +926,7 @@ def factory(settings: BackendSettings) -> SqliteBackend:
 
 factory.uses_clock = True  # type: ignore[attr-defined]
 factory.service = None  # type: ignore[attr-defined]
+factory.store = "sqlite"  # type: ignore[attr-defined]  # the restart suite's store: a file
 
 
 def _outage_settings(settings: BackendSettings) -> BackendSettings:

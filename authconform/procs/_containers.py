@@ -11,9 +11,11 @@ reaper (Ryuk) removes it too if the run dies first.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 import tomllib
+import warnings
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -51,12 +53,17 @@ def docker_unavailable(timeout: float = 2.0) -> str | None:
             "pip install 'authconform[containers]'"
         )
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if where.startswith("unix://") and not os.path.exists(where[len("unix://") :]):
+        return f"unavailable: no Docker engine answers at {where} (no such socket)"
     try:
-        client = docker.from_env(timeout=int(max(1, timeout)))
-        try:
-            client.ping()
-        finally:
-            client.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            client = docker.from_env(timeout=int(max(1, timeout)))
+            try:
+                client.ping()
+            finally:
+                client.close()
+                gc.collect()  # a failed connect leaves its socket to the collector
     except Exception as exc:  # any failure to reach the engine means: no containers here
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         return f"unavailable: no Docker engine answers at {where} ({first})"

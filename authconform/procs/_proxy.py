@@ -111,6 +111,8 @@ class _Conn:
     upstream: asyncio.StreamWriter | None = None
     ready: bool = False  # postgres: start-up finished (the server sent ReadyForQuery)
     stalled: bool = False
+    swallow: bool = False  # drop: replies are read from the store and thrown away
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
     buffer: bytearray = field(default_factory=bytearray)
 
     def abort(self) -> None:
@@ -236,6 +238,12 @@ class FaultProxy:
         await self._unlisten()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve(reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # a connection we or the peer reset
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Conn(writer)
         self._conns.add(conn)
         try:
@@ -276,10 +284,15 @@ class FaultProxy:
             if fault.kind == "error":
                 await self._answer_errors(conn, data, fault)
                 continue
-            if fault.kind == "drop" and self._drops_left > 0 and self._targets(conn, data, fault):
+            if (
+                fault.kind == "drop"
+                and not conn.swallow
+                and self._drops_left > 0
+                and self._targets(conn, data, fault)
+            ):
                 self._drops_left -= 1
-                await self._drop(conn, data)
-                return
+                conn.swallow = True
+                asyncio.get_running_loop().create_task(self._drop_after_reply(conn))
             conn.upstream.write(data)
             await conn.upstream.drain()
 
@@ -292,13 +305,15 @@ class FaultProxy:
             return bool(names & fault.commands) if fault.commands else bool(names)
         return True
 
-    async def _drop(self, conn: _Conn, data: bytes) -> None:
-        """Forward ``data``, let the store answer, then reset the client (reply lost)."""
-        assert conn.upstream is not None
-        conn.upstream.write(data)
-        await conn.upstream.drain()
-        conn.stalled = True  # the downstream task stops relaying
-        await asyncio.sleep(0.2)  # the store runs the command and answers into the void
+    async def _drop_after_reply(self, conn: _Conn) -> None:
+        """Once the store has answered the command (into the void), reset the client.
+
+        Client bytes keep flowing to the store meanwhile (a PostgreSQL statement may span
+        several writes: Parse, Bind, Execute, Sync), replies are swallowed. The store's
+        answer is complete at its ReadyForQuery (PostgreSQL) or first reply bytes (Redis).
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(conn.answered.wait(), 3.0)
         self.dropped += 1
         conn.abort()
 
@@ -320,8 +335,13 @@ class FaultProxy:
             if not data:
                 conn.abort()
                 return
-            if self.protocol == "postgres" and not conn.ready and b"Z\x00\x00\x00\x05" in data:
+            ready_for_query = b"Z\x00\x00\x00\x05" in data
+            if self.protocol == "postgres" and not conn.ready and ready_for_query:
                 conn.ready = True
+            if conn.swallow:
+                if ready_for_query or self.protocol != "postgres":
+                    conn.answered.set()
+                continue
             fault = self._fault
             if conn.stalled or fault.kind == "stall":
                 conn.stalled = True

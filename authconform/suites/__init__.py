@@ -1,0 +1,1 @@
+"""Suites users run: contract, live, race, restart (``pytest --pyargs authconform.suites.<kind>``)."""
