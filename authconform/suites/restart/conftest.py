@@ -147,4 +147,19 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures the restart checks measured (loss windows, recovery times)."""
+    from authconform.suites.restart._figures import figures
+
+    rows = figures()
+    if not rows:
+        return
+    terminalreporter.section("restart suite figures")
+    for row in rows:
+        line = f"{row.topic:<22} {row.store:<10} {row.setting:<38} {row.value}"
+        terminalreporter.write_line(line)
+        if row.detail:
+            terminalreporter.write_line(f"{'':<22} {'':<10} {'':<38} {row.detail}")
+
+
 __all__: list[Any] = []
