@@ -48,7 +48,8 @@ class Fault:
     delay: float = 0.0
     reply: bytes = b""
     count: int = 1
-    commands: frozenset[str] = frozenset()  # drop: Redis command names to target (any if empty)
+    #: drop: Redis command names, or words of a PostgreSQL statement, to target (empty: any)
+    commands: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         """Validate the kind."""
@@ -236,6 +237,11 @@ class FaultProxy:
 
     async def _shutdown(self) -> None:
         await self._unlisten()
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -298,7 +304,10 @@ class FaultProxy:
 
     def _targets(self, conn: _Conn, data: bytes, fault: Fault) -> bool:
         if self.protocol == "postgres":
-            return conn.ready
+            # after start-up; ``commands``: words of the statement (UPDATE, COMMIT, ...)
+            return conn.ready and (
+                not fault.commands or any(c.encode() in data for c in fault.commands)
+            )
         if self.protocol == "redis":
             buffer = bytearray(data)
             names = {name for name, _ in redis_commands(buffer)}
