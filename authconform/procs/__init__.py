@@ -15,11 +15,9 @@ Heavy imports (docker, testcontainers, psycopg) happen inside the functions that
 from authconform.procs._containers import ContainerService, docker_unavailable, images
 from authconform.procs._groups import (
     LEDGER_ENV,
-    TAG_ENV,
     descendants,
     leftover_pids,
     reap,
-    run_tag,
     signal_group,
     signal_tree,
     spawn,
@@ -49,7 +47,6 @@ from authconform.procs._service import (
 __all__ = [
     "PROVIDER_ENV",
     "LEDGER_ENV",
-    "TAG_ENV",
     "ContainerService",
     "ExternalService",
     "Fault",
@@ -73,7 +70,6 @@ __all__ = [
     "reap",
     "redis_commands",
     "redis_probe",
-    "run_tag",
     "signal_group",
     "signal_tree",
     "spawn",

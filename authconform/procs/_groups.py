@@ -30,7 +30,6 @@ import concurrent.futures
 import ctypes
 import ctypes.util
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -42,10 +41,8 @@ from typing import Any
 
 __all__ = [
     "LEDGER_ENV",
-    "TAG_ENV",
     "leftover_pids",
     "reap",
-    "run_tag",
     "descendants",
     "signal_group",
     "signal_tree",
@@ -54,7 +51,6 @@ __all__ = [
     "stop_groups",
 ]
 
-TAG_ENV = "AUTHCONFORM_PROC_TAG"
 LEDGER_ENV = "AUTHCONFORM_PROC_LEDGER"
 PR_SET_PDEATHSIG = 1
 
@@ -67,14 +63,6 @@ if sys.platform.startswith("linux"):
         _prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):  # pragma: no cover - no libc prctl
         _prctl = None
-
-
-def run_tag() -> str:
-    """The tag of this run (``AUTHCONFORM_PROC_TAG`` if set, else made once per process)."""
-    tag = os.environ.get(TAG_ENV)
-    if not tag:
-        tag = os.environ[TAG_ENV] = "ac-" + secrets.token_hex(6)
-    return tag
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -94,14 +82,13 @@ def spawn(
     user: str | None = None,
     cwd: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in its own session, tagged, dying with us; registered until stopped.
+    """Start ``argv`` in its own session, dying with us; registered until stopped.
 
     ``log``: stdout and stderr go there (appended), else to /dev/null. ``user``: run as
     that user (we must be root). The process is forked by the spawner thread, which
     lives as long as the interpreter (see the module docstring).
     """
     full_env = dict(os.environ if env is None else env)
-    full_env[TAG_ENV] = run_tag()
     out: Any = subprocess.DEVNULL
     handle = None
     if log is not None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from authconform._options import resolve, setting
 from authconform.backends._registry import BackendSpec
 from authconform.contract import JSON, BackendSettings, StorageBackend
 from authconform.procs import Service, Unavailable, store_service
@@ -112,44 +112,15 @@ def store_kind(spec: BackendSpec) -> str | None:
     return kind if kind in ("redis", "postgres", "sqlite") else None
 
 
-def option(config: pytest.Config, name: str, default: str | None = None) -> Any:
+def option(config: pytest.Config, name: str, default: Any = None) -> Any:
     """A setting of the option table (CLI > env > ini > default)."""
-    try:
-        from authconform._options import setting  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        setting = None
-    if setting is not None:
-        with contextlib.suppress(StopIteration, KeyError, ValueError, LookupError):
-            value = setting(config, name)
-            return default if value in (None, "") else value
-    env = os.environ.get("AUTHCONFORM_" + name.upper())
-    return env if env else default
+    value = setting(config, name)
+    return default if value in (None, "", []) else value
 
 
 def explicit(config: pytest.Config, name: str) -> bool:
     """True when the run set ``name`` itself (CLI, environment or ini), not by default."""
-    ini = "authconform_" + name
-    with contextlib.suppress(ValueError):
-        if config.getoption(ini, default=None) is not None:
-            return True
-    if os.environ.get("AUTHCONFORM_" + name.upper()):
-        return True
-    with contextlib.suppress(ValueError, KeyError):
-        value = config.getini(ini)
-        return bool(value) and value != _default(name)
-    return False
-
-
-def _default(name: str) -> str | None:
-    """The option table's default for ``name``."""
-    import importlib
-
-    for module in ("authconform._options", "authconform.pytest_plugin"):
-        with contextlib.suppress(ImportError):
-            for opt in getattr(importlib.import_module(module), "OPTIONS", ()):
-                if opt.name == name:
-                    return opt.default  # type: ignore[no-any-return]
-    return None
+    return resolve(config, name)[1] != "default"
 
 
 def restart_cmd(config: pytest.Config) -> str | None:

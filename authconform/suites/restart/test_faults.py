@@ -46,7 +46,7 @@ from authconform.contract import (
     StorageUnavailable,
 )
 from authconform.procs import Fault, FaultProxy, LocalRedis
-from authconform.suites.restart._markers import restart, spec
+from authconform.markers import restart, spec
 from authconform.suites.restart._ops import Outcome, Prepared, prepare_writes, run_all, run_prepared
 from authconform.suites.restart._records import _uid
 from authconform.suites.restart._store import CONNECT_TIMEOUT, OPERATION_TIMEOUT, RETRIES, Store

@@ -1,4 +1,4 @@
-"""Fixtures of the restart suite: the stores it starts and restarts, the proxy, the options.
+"""Fixtures of the restart suite (registered for this suite's items by the plugin).
 
 - ``store_services`` (session): one service per kind of store the run needs (our own
   ``redis-server`` / PostgreSQL cluster, or the user's store when named explicitly),
@@ -147,19 +147,26 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the figures the restart checks measured (loss windows, recovery times)."""
-    from authconform.suites.restart._figures import figures
+class _FiguresReport:
+    """A plugin object: prints the figures the restart checks measured, at the end."""
 
-    rows = figures()
-    if not rows:
-        return
-    terminalreporter.section("restart suite figures")
-    for row in rows:
-        line = f"{row.topic:<22} {row.store:<10} {row.setting:<38} {row.value}"
-        terminalreporter.write_line(line)
-        if row.detail:
-            terminalreporter.write_line(f"{'':<22} {'':<10} {'':<38} {row.detail}")
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from authconform.suites.restart._figures import figures
+
+        rows = figures()
+        if not rows:
+            return
+        terminalreporter.section("restart suite figures")
+        for row in rows:
+            line = f"{row.topic:<22} {row.store:<10} {row.setting:<38} {row.value}"
+            terminalreporter.write_line(line)
+            if row.detail:
+                terminalreporter.write_line(f"{'':<22} {'':<10} {'':<38} {row.detail}")
 
 
-__all__: list[Any] = []
+@pytest.fixture(scope="session", autouse=True)
+def _authconform_restart_figures(request: pytest.FixtureRequest) -> None:
+    """Register the end-of-run figures table once (this suite has no conftest hooks)."""
+    name = "authconform-restart-figures"
+    if not request.config.pluginmanager.has_plugin(name):
+        request.config.pluginmanager.register(_FiguresReport(), name)
