@@ -190,12 +190,18 @@ class _LocalProcess(_Base):
         """True while the process runs (stopped by SIGSTOP counts as running)."""
         return self.proc is not None and self.proc.poll() is None
 
+    def env(self) -> dict[str, str] | None:
+        """The process environment (None: ours)."""
+        return None
+
     def start(self) -> None:
         """Start the process and wait for its protocol probe."""
         if self.running:
             return
         started = time.monotonic()
-        self.proc = spawn(self.argv(), log=self.log, user=self.user, cwd=str(self.workdir))
+        self.proc = spawn(
+            self.argv(), log=self.log, user=self.user, cwd=str(self.workdir), env=self.env()
+        )
         self.starts += 1
         proc = self.proc
 
@@ -501,6 +507,14 @@ class LocalServer(_LocalProcess):
             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
             "--log-level", "warning", *self.extra,
         ]  # fmt: skip
+
+    def env(self) -> dict[str, str] | None:
+        """Ours, able to import what this process imports (a ``module:callable`` backend
+        or provider wrapper of the project that runs us: its directory, pytest's
+        ``pythonpath``), whatever the server's working directory."""
+        path = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        path += [p for p in sys.path if p and os.path.isdir(p) and p not in path]
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
     def readiness(self) -> Readiness:
         """GET the authorization server metadata -> 200 JSON with an issuer."""
