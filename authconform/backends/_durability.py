@@ -59,6 +59,20 @@ class Durability:
         return "; ".join((head, *self.reasons))
 
 
+def _lost(
+    process: str, machine: str, *, evicts: bool = False, reasons: tuple[str, ...] = ()
+) -> Durability:
+    return Durability(
+        loses=True, process_crash=process, machine_crash=machine, evicts=evicts, reasons=reasons
+    )
+
+
+def _kept(*, evicts: bool = False, reasons: tuple[str, ...] = ()) -> Durability:
+    return Durability(
+        loses=False, process_crash="none", machine_crash="none", evicts=evicts, reasons=reasons
+    )
+
+
 def _redis(d: Mapping[str, str]) -> Durability:
     reasons: list[str] = []
     policy = d.get("maxmemory-policy", "")
@@ -69,23 +83,22 @@ def _redis(d: Mapping[str, str]) -> Durability:
             "(use noeviction)"
         )
     if "persistence" in d and "fakeredis" in d["persistence"]:
-        return Durability(True, "everything", "everything", evicts,
-                          ("fakeredis keeps data in process memory", *reasons))
+        why = ("fakeredis keeps data in process memory", *reasons)
+        return _lost("everything", "everything", evicts=evicts, reasons=why)
     aof = d.get("appendonly", "").lower() == "yes"
     fsync = d.get("appendfsync", "").lower()
     if aof and fsync == "always":
-        return Durability(False, "none", "none", evicts,
-                          ("appendonly yes, appendfsync always", *reasons))
+        return _kept(evicts=evicts, reasons=("appendonly yes, appendfsync always", *reasons))
     if aof and fsync == "everysec":
-        return Durability(True, "none", "up to ~1 s", evicts,
-                          ("appendfsync everysec: fsync once a second", *reasons))
+        why = ("appendfsync everysec: fsync once a second", *reasons)
+        return _lost("none", "up to ~1 s", evicts=evicts, reasons=why)
     if aof:
-        return Durability(True, "none", "up to ~30 s (kernel flush)", evicts,
-                          (f"appendfsync {fsync or '?'}: the kernel decides when", *reasons))
+        why = (f"appendfsync {fsync or '?'}: the kernel decides when", *reasons)
+        return _lost("none", "up to ~30 s (kernel flush)", evicts=evicts, reasons=why)
     save = d.get("save", "")
     lost = "everything since the last RDB snapshot" if save.strip() else "everything"
-    return Durability(True, lost, lost, evicts,
-                      (f"appendonly no, save {save!r}: no append-only file", *reasons))
+    why = (f"appendonly no, save {save!r}: no append-only file", *reasons)
+    return _lost(lost, lost, evicts=evicts, reasons=why)
 
 
 def _postgres(d: Mapping[str, str]) -> Durability:
@@ -95,40 +108,40 @@ def _postgres(d: Mapping[str, str]) -> Durability:
     if d.get("full_page_writes", "on").lower() != "on":
         reasons.append("full_page_writes off: a machine crash can corrupt pages")
     if sync == "off":
-        return Durability(True, "up to 3 x wal_writer_delay", "up to 3 x wal_writer_delay",
-                          reasons=("synchronous_commit off: commit returns before its WAL "
-                                   "is flushed", *reasons))
+        window = "up to 3 x wal_writer_delay"
+        why = ("synchronous_commit off: commit returns before its WAL is flushed", *reasons)
+        return _lost(window, window, reasons=why)
     if not fsync:
-        return Durability(True, "none", "recent commits (and possibly the cluster)",
-                          reasons=("fsync off", *reasons))
-    return Durability(bool(reasons), "none", "none" if not reasons else "possible corruption",
-                      reasons=(f"synchronous_commit {sync}, fsync on", *reasons))
+        why = ("fsync off", *reasons)
+        return _lost("none", "recent commits (and possibly the cluster)", reasons=why)
+    why = (f"synchronous_commit {sync}, fsync on", *reasons)
+    if reasons:
+        return _lost("none", "possible corruption", reasons=why)
+    return _kept(reasons=why)
 
 
 def _sqlite(d: Mapping[str, str]) -> Durability:
     journal = d.get("journal_mode", "").lower()
     sync = d.get("synchronous", "").upper()
     if journal in ("memory", "off"):
-        return Durability(True, "the transaction in flight (and possibly the file)",
-                          "possibly the file", reasons=(f"journal_mode {journal}",))
+        return _lost("the transaction in flight (and possibly the file)", "possibly the file",
+                     reasons=(f"journal_mode {journal}",))
     if sync in ("FULL", "EXTRA"):
-        return Durability(False, "none", "none", reasons=(f"journal_mode {journal}, "
-                                                          f"synchronous {sync}",))
+        return _kept(reasons=(f"journal_mode {journal}, synchronous {sync}",))
     if sync == "NORMAL" and journal == "wal":
-        return Durability(True, "none", "commits since the last WAL sync",
-                          reasons=("journal_mode wal, synchronous NORMAL: the WAL is synced "
-                                   "at checkpoints only",))
-    return Durability(True, "none" if sync else "unknown", "recent commits",
-                      reasons=(f"journal_mode {journal}, synchronous {sync or '?'}",))
+        why = ("journal_mode wal, synchronous NORMAL: the WAL is synced at checkpoints only",)
+        return _lost("none", "commits since the last WAL sync", reasons=why)
+    return _lost("none" if sync else "unknown", "recent commits",
+                 reasons=(f"journal_mode {journal}, synchronous {sync or '?'}",))
 
 
 def assess(durability: Mapping[str, str]) -> Durability:
     """The verdict on the settings ``health().durability`` reported (see the docstring)."""
     own = durability.get("acknowledged_writes", "")
     if own.startswith("kept"):
-        return Durability(False, "none", "none", reasons=(own,))
+        return _kept(reasons=(own,))
     if own.startswith("lost"):
-        return Durability(True, "see reason", "see reason", reasons=(own,))
+        return _lost("see reason", "see reason", reasons=(own,))
     if "appendonly" in durability or "maxmemory-policy" in durability:
         return _redis(durability)
     if "synchronous_commit" in durability:
@@ -137,6 +150,10 @@ def assess(durability: Mapping[str, str]) -> Durability:
         return _sqlite(durability)
     persistence = durability.get("persistence", "")
     if persistence.startswith("none"):
-        return Durability(True, "everything", "everything", reasons=(persistence,))
-    return Durability(None, "unknown", "unknown",
-                      reasons=("health() reports no durability settings authconform can judge",))
+        return _lost("everything", "everything", reasons=(persistence,))
+    return Durability(
+        loses=None,
+        process_crash="unknown",
+        machine_crash="unknown",
+        reasons=("health() reports no durability settings authconform can judge",),
+    )

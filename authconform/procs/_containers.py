@@ -25,12 +25,16 @@ from authconform._net import free_loopback_port
 from authconform.procs._readiness import Readiness, postgres_probe, redis_probe
 from authconform.procs._service import Unavailable, _Base
 
-__all__ = ["ContainerService", "docker_unavailable", "images"]
+__all__ = ["ContainerService", "container_command", "docker_unavailable", "images"]
 
 
-def images() -> dict[str, dict[str, Any]]:
-    """The pinned images, by service; raises ValueError for an unpinned or ``latest`` tag."""
-    text = resources.files("authconform.procs").joinpath("images.toml").read_text("utf-8")
+def images(text: str | None = None) -> dict[str, dict[str, Any]]:
+    """The pinned images, by service; raises ValueError for an unpinned or ``latest`` tag.
+
+    ``text``: a TOML document to check instead of the shipped ``images.toml``.
+    """
+    if text is None:
+        text = resources.files("authconform.procs").joinpath("images.toml").read_text("utf-8")
     data = tomllib.loads(text)
     for service, entry in data.items():
         image = str(entry.get("image", ""))
@@ -45,7 +49,7 @@ def images() -> dict[str, dict[str, Any]]:
 def docker_unavailable(timeout: float = 2.0) -> str | None:
     """None if a Docker engine answers ``ping``, else an ``unavailable:`` sentence."""
     try:
-        import docker
+        import docker  # type: ignore[import-untyped,unused-ignore]
         import testcontainers.core.container  # noqa: F401 - the provider needs it
     except ImportError:
         return (
@@ -68,6 +72,25 @@ def docker_unavailable(timeout: float = 2.0) -> str | None:
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         return f"unavailable: no Docker engine answers at {where} ({first})"
     return None
+
+
+def container_command(kind: str, settings: Mapping[str, str]) -> list[str]:
+    """The command line of a ``kind`` container with these store settings.
+
+    Redis: ``redis-server`` with ``--name value`` per directive (nothing on disk unless
+    asked); PostgreSQL: ``postgres`` with ``-c name=value`` per setting.
+    """
+    if kind == "redis":
+        merged = {"protected-mode": "no", "save": "", "appendonly": "no"}
+        merged.update({k.replace("_", "-"): v for k, v in settings.items()})
+        argv = ["redis-server"]
+        for name, value in merged.items():
+            argv += [f"--{name}", value]
+        return argv
+    argv = ["postgres"]
+    for name, value in settings.items():
+        argv += ["-c", f"{name}={value}"]
+    return argv
 
 
 class ContainerService(_Base):
@@ -108,15 +131,7 @@ class ContainerService(_Base):
 
     def command(self) -> list[str]:
         """The store's command line inside the container."""
-        if self.kind == "redis":
-            argv = ["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
-            for name, value in self.settings.items():
-                argv += [f"--{name.replace('_', '-')}", value]
-            return argv
-        argv = ["postgres"]
-        for name, value in self.settings.items():
-            argv += ["-c", f"{name}={value}"]
-        return argv
+        return container_command(self.kind, self.settings)
 
     def readiness(self) -> Readiness:
         """The same protocol probes as the local provider."""

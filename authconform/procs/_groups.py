@@ -8,8 +8,9 @@ Three layers, so that no process of ours is orphaned whatever stops the run:
    if the run's process dies, even by SIGKILL, the kernel kills our direct children.
    The signal fires when the *thread* that forked dies, so every spawn goes through one
    long-lived spawner thread (:func:`spawn`) that lives as long as the interpreter;
-3. a registry of live groups, stopped at interpreter exit (``atexit``) and by
-   :func:`reap` (the plugin calls it on SIGTERM / Ctrl-C through the session teardown).
+3. a registry of live groups, stopped at interpreter exit (``atexit``), on SIGTERM (a
+   handler installed with the first spawn from the main thread, chained to the previous
+   one) and by :func:`reap`; Ctrl-C runs the fixtures' teardown, which closes them.
 
 PostgreSQL's children call ``setsid`` themselves, so a group signal reaches only the
 postmaster: :func:`signal_tree` signals a process and every descendant (read from
@@ -42,6 +43,7 @@ from typing import Any
 __all__ = [
     "LEDGER_ENV",
     "leftover_pids",
+    "own_dir",
     "reap",
     "descendants",
     "signal_group",
@@ -55,6 +57,7 @@ LEDGER_ENV = "AUTHCONFORM_PROC_LEDGER"
 PR_SET_PDEATHSIG = 1
 
 _live: dict[int, subprocess.Popen[bytes]] = {}
+_dirs: set[str] = set()  # temp dirs of our services, removed with them or at exit
 _live_lock = threading.Lock()
 _spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ac-spawn")
 _prctl: Any = None
@@ -88,6 +91,7 @@ def spawn(
     that user (we must be root). The process is forked by the spawner thread, which
     lives as long as the interpreter (see the module docstring).
     """
+    _install_term_handler()
     full_env = dict(os.environ if env is None else env)
     out: Any = subprocess.DEVNULL
     handle = None
@@ -179,16 +183,64 @@ def stop_groups(procs: Iterable[subprocess.Popen[bytes]], grace: float = 5.0) ->
         _forget(proc)
 
 
+def own_dir(path: str | Path, *, remove: bool = False) -> None:
+    """Register a temp dir of ours (removed by :func:`reap`), or remove it now."""
+    import shutil
+
+    with _live_lock:
+        if remove:
+            _dirs.discard(str(path))
+        else:
+            _dirs.add(str(path))
+    if remove:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def reap(grace: float = 2.0) -> int:
-    """Stop every group :func:`spawn` started that still runs; returns how many."""
+    """Stop every group :func:`spawn` started that still runs; remove our temp dirs.
+
+    Returns how many groups were running.
+    """
+    import shutil
+
     with _live_lock:
         procs = list(_live.values())
+        dirs = list(_dirs)
+        _dirs.clear()
     running = [p for p in procs if p.poll() is None]
     stop_groups(procs, grace)
+    for path in dirs:
+        shutil.rmtree(path, ignore_errors=True)
     return len(running)
 
 
 atexit.register(reap)
+_term_installed = False
+
+
+def _install_term_handler() -> None:
+    """On SIGTERM (a CI cancel), stop our groups first, then do what was done before.
+
+    Installed from the main thread only (Python's rule); it chains to the previous
+    handler, or re-sends the signal under the default action. The parent-death signal
+    covers the case where it cannot be installed.
+    """
+    global _term_installed
+    if _term_installed or threading.current_thread() is not threading.main_thread():
+        return
+    _term_installed = True
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        reap(grace=2.0)
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous != signal.SIG_IGN else previous)
+        if previous != signal.SIG_IGN:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def _stat(entry: Path) -> list[str] | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from authconform._net import free_loopback_port
-from authconform.procs._groups import descendants, signal_tree, spawn, stop_group
+from authconform.procs._groups import descendants, own_dir, signal_tree, spawn, stop_group
 from authconform.procs._readiness import (
     Readiness,
     http_metadata_probe,
@@ -54,7 +54,7 @@ __all__ = [
 
 
 class Unsupported(RuntimeError):
-    """This handle cannot do that (the message says why)."""
+    """The handle cannot do that (the message says why)."""
 
 
 class Unavailable(RuntimeError):
@@ -169,6 +169,7 @@ class _LocalProcess(_Base):
 
     def __init__(self, workdir: Path, port: int | None = None, user: str | None = None) -> None:
         self.workdir = workdir
+        own_dir(workdir)
         self.port = port or free_loopback_port()
         self.user = user
         self.proc: subprocess.Popen[bytes] | None = None
@@ -264,7 +265,7 @@ class _LocalProcess(_Base):
         if self.proc is not None:
             self.resume()
             self._end(self.stop_signal, 5.0)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        own_dir(self.workdir, remove=True)
 
 
 def _alive(pid: int) -> bool:
@@ -458,7 +459,7 @@ class LocalPostgres(_LocalProcess):
         return argv
 
     def start(self) -> None:
-        """initdb on first start, then the postmaster."""
+        """Initdb on first start, then the postmaster."""
         if not self._initialised:
             self._initdb()
         super().start()
@@ -509,9 +510,11 @@ class LocalServer(_LocalProcess):
         ]  # fmt: skip
 
     def env(self) -> dict[str, str] | None:
-        """Ours, able to import what this process imports (a ``module:callable`` backend
-        or provider wrapper of the project that runs us: its directory, pytest's
-        ``pythonpath``), whatever the server's working directory."""
+        """Ours, able to import what this process imports, whatever the server's cwd.
+
+        That is a ``module:callable`` backend or provider wrapper of the project that runs
+        us: its directory and pytest's ``pythonpath``.
+        """
         path = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         path += [p for p in sys.path if p and os.path.isdir(p) and p not in path]
         return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}

@@ -120,9 +120,9 @@ from authconform.server._bearer import BearerGuard, CachedBearerBackend
 from authconform.server._config import ServerConfig
 from authconform.server._consent import consent_endpoint
 from authconform.server._faults import FaultMiddleware, OutageMiddleware
+from authconform.server._health import HEALTH_PATH, health_endpoint
 from authconform.server._mcp import LeanMCPEndpoint
 from authconform.server._oauth import AuthorizationServer
-from authconform.server._health import HEALTH_PATH, health_endpoint
 from authconform.server._provider import CONSENT_PATH, StoreProvider
 from authconform.server._tools import TOOL_LIST, TOOLS, mcp_server, tool_unknown, wire
 

@@ -1,1 +1,0 @@
-"""Suites users run: contract, live, race, restart (``pytest --pyargs authconform.suites.<kind>``)."""

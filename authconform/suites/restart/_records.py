@@ -211,7 +211,9 @@ async def verify_all(
         )
     first = await b.consume_code(w.code_live)
     if code is not None and first.status is not ConsumeStatus.CONSUMED:
-        problems.append(f"an unused code could not be consumed after the restart: {first.status.name}")
+        problems.append(
+            f"an unused code could not be consumed after the restart: {first.status.name}"
+        )
     reuse = await b.rotate_refresh_token(w.refresh_rotated, _uid(), w.ttl)
     if reuse.status not in (RotateStatus.REUSED, RotateStatus.REVOKED):
         problems.append(

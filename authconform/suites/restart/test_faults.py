@@ -45,8 +45,8 @@ from authconform.contract import (
     StorageBackend,
     StorageUnavailable,
 )
-from authconform.procs import Fault, FaultProxy, LocalRedis
 from authconform.markers import restart, spec
+from authconform.procs import Fault, FaultProxy, LocalRedis
 from authconform.suites.restart._ops import Outcome, Prepared, prepare_writes, run_all, run_prepared
 from authconform.suites.restart._records import _uid
 from authconform.suites.restart._store import CONNECT_TIMEOUT, OPERATION_TIMEOUT, RETRIES, Store
@@ -103,7 +103,7 @@ def _psql(url: str, *statements: str) -> None:
 
     with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
 
 async def _warm(b: StorageBackend) -> None:
@@ -137,7 +137,9 @@ async def _judge_prepared(
     for prepared, outcome, result in ran:
         if outcome.kind == "unavailable":
             if outcome.seconds > bound:
-                bad.append(f"{outcome.name} took {outcome.seconds:.1f} s to fail (bound {bound:g} s)")
+                bad.append(
+                    f"{outcome.name} took {outcome.seconds:.1f} s to fail (bound {bound:g} s)"
+                )
         elif outcome.kind == "result":
             if (problem := await prepared.verify(b, result)) is not None:
                 bad.append(f"{problem} (a success for a write that did not happen)")
@@ -509,7 +511,7 @@ async def test_a_connection_terminated_by_the_administrator_mid_command_fails_cl
             tables = [r[0] for r in await cur.fetchall()]
             await admin.execute("BEGIN")
             for table in tables:
-                await admin.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # type: ignore[arg-type]
+                await admin.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             task = asyncio.create_task(b.consume_code(code))
             killed = 0
             deadline = time.monotonic() + 10

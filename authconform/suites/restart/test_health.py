@@ -57,9 +57,10 @@ async def test_health_reports_the_durability_the_store_has(
                     f"can judge: {dict(health.durability)}")
     if verdict.loses != LOSES[variant]:
         said = "durable" if not verdict.loses else "lossy"
+        runs = store.variant.label if store.variant else "?"
         pytest.fail(
             f"{store.describe}: health() presents the store as {said} "
-            f"({dict(health.durability)}), but the store runs {store.variant.label if store.variant else '?'}"
+            f"({dict(health.durability)}), but the store runs {runs}"
             + (": persistence off presented as durable" if not verdict.loses else "")
         )
 

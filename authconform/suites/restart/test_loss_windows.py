@@ -29,11 +29,11 @@ import pytest
 
 from authconform.backends._durability import assess
 from authconform.contract import CodeRecord, ConsumeStatus, StorageBackend, StorageUnavailable
-from authconform.suites.restart._figures import record
 from authconform.markers import restart, spec
+from authconform.suites.restart._figures import record
+from authconform.suites.restart._fixtures import need_kill
 from authconform.suites.restart._records import _uid
 from authconform.suites.restart._store import Store
-from authconform.suites.restart._fixtures import need_kill
 
 pytestmark = [restart]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -218,8 +219,11 @@ async def test_service_resumes_by_itself_after_store_outages(
     finally:
         for s in scenarios:
             await s.store.close_all()
+        shutil.rmtree(workdir, ignore_errors=True)
     for s in scenarios:
-        value = "did not recover" if s.recovery is None else f"serving again after {s.recovery:.2f} s"
+        value = (
+            "did not recover" if s.recovery is None else f"serving again after {s.recovery:.2f} s"
+        )
         record("outage recovery", s.store.name, f"{s.seconds:g} s outage", value,
                f"{s.probes} probe rounds during the outage")
     failures = [f"{s.label}: {p}" for s in scenarios for p in s.problems]

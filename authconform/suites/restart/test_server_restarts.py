@@ -12,6 +12,7 @@ skips saying that it needs one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -94,13 +95,13 @@ def served(
     server = LocalServer(backend, namespace, workdir=workdir, extra=server_args(request.config))
     request.addfinalizer(server.close)
     server.start()
-    return server.url, _Restarter(server, kill=True), f"the reference server over {backend_spec.name}"
+    what = f"the reference server over {backend_spec.name}"
+    return server.url, _Restarter(server, kill=True), what
 
 
 @pytest.fixture
-def http() -> Callable[[], AsyncIterator[httpx.AsyncClient]]:
+def http() -> Callable[[], contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]:
     """An httpx client factory (no redirects, no proxies from the environment)."""
-    import contextlib
 
     @contextlib.asynccontextmanager
     async def make() -> AsyncIterator[httpx.AsyncClient]:

@@ -26,9 +26,9 @@ import pytest
 
 from authconform.contract import StorageUnavailable
 from authconform.markers import restart, spec
+from authconform.suites.restart._fixtures import first_line, need_kill, need_restart
 from authconform.suites.restart._records import Written, verify_all, verify_expiry, write_all
 from authconform.suites.restart._store import Store
-from authconform.suites.restart._fixtures import first_line, need_kill, need_restart
 
 pytestmark = [restart]
 
