@@ -247,6 +247,15 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0.1,
         group="restart",
     ),
+    # reports --------------------------------------------------------------------------
+    Option(
+        "report_dir",
+        "where runs of our suites write junit.xml, results.json and summary.html "
+        "(relative to the current directory)",
+        "reports",
+        kind="path",
+        group="reports",
+    ),
 )
 
 #: environment variables of ours that are not options (an unknown AUTHCONFORM_* is an error)
