@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,6 +218,14 @@ class Store:
         if self.service is None:
             return 0.0
         return self.service.restart(kill=kill)
+
+    @contextlib.asynccontextmanager
+    async def keeping(self, *, drop: bool) -> AsyncIterator[Store]:
+        """Like ``async with store``, but drops the namespaces only when ``drop``."""
+        try:
+            yield self
+        finally:
+            await self.close_all(drop=drop)
 
     async def __aenter__(self) -> Store:
         """``async with store:`` closes (and drops) every backend made in the block."""
