@@ -55,6 +55,22 @@ def server_args(config: pytest.Config) -> list[str]:
     return [str(a) for a in option(config, "server_arg", [])]
 
 
+def _drop(backend: str, namespace: str) -> None:
+    """Drop the server's namespace through the backend ``serve --backend`` was given."""
+    from authconform._session import run
+    from authconform.server.cli import backend_from_spec
+
+    async def drop() -> None:
+        store = backend_from_spec(backend, namespace)
+        try:
+            await store.drop_namespace()
+        finally:
+            await store.close()
+
+    with contextlib.suppress(Exception):  # a store we started may be gone already
+        run(drop())
+
+
 class _Restarter:
     """The server and how to restart it, with the restart-to-ready times."""
 
@@ -93,7 +109,12 @@ def served(
     backend = server_backend(backend_spec, backend_settings, service, workdir)
     namespace = f"{backend_settings.namespace[:28]}_s"
     server = LocalServer(backend, namespace, workdir=workdir, extra=server_args(request.config))
-    request.addfinalizer(server.close)
+
+    def stop() -> None:
+        server.close()
+        _drop(backend, namespace)  # what the flows left in the store (a shared one, too)
+
+    request.addfinalizer(stop)
     server.start()
     what = f"the reference server over {backend_spec.name}"
     return server.url, _Restarter(server, kill=True), what
