@@ -247,3 +247,30 @@ def test_the_proxy_injects_errors_refuses_and_recovers() -> None:
             assert ask() == b"+PONG\r\n+PONG\r\n"
     finally:
         redis.close()
+
+
+def test_a_live_target_is_restarted_only_with_a_restart_command(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--server-url given: the server-restart check skips (disabled) without a restart
+    command and runs with one (here a no-op, so the flow simply completes)."""
+    from authconform.procs import LocalServer
+
+    clean_env(monkeypatch)
+    server = LocalServer(f"sqlite:///{tmp_path / 'live.sqlite3'}", "acselftest_live_r")
+    try:
+        server.start()
+        target = f"--server-url={server.url}"
+        run = run_suite(pytester, "restart", target, "-k", "flow_survives")
+        (case, outcome), = run.cases(
+            "test_a_flow_survives_a_server_restart_between_every_step").items()
+        assert outcome == "skipped", run.summary()
+        assert "disabled:" in run.messages[case] and "--authconform-restart-cmd" in (
+            run.messages[case])
+        run = run_suite(pytester, "restart", target, "--authconform-restart-cmd=true",
+                        "-k", "flow_survives")
+        assert run.by_check() == {
+            "test_a_flow_survives_a_server_restart_between_every_step": "passed"
+        }, run.summary()
+    finally:
+        server.close()
