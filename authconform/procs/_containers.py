@@ -112,6 +112,7 @@ class ContainerService(_Base):
         self.port = free_loopback_port()
         self.settings: dict[str, str] = dict(settings or {})
         self._container: Any = None
+        self._stale = False  # settings changed since the container was created
 
     @property
     def url(self) -> str:
@@ -126,7 +127,9 @@ class ContainerService(_Base):
         return None
 
     def configure(self, **settings: str) -> None:
-        """Settings take effect when the container is created again (close, then start)."""
+        """Change settings; the next start creates the container afresh with them."""
+        if any(self.settings.get(k) != v for k, v in settings.items()):
+            self._stale = True
         self.settings.update(settings)
 
     def command(self) -> list[str]:
@@ -146,6 +149,9 @@ class ContainerService(_Base):
         from testcontainers.core.container import DockerContainer
 
         started = time.monotonic()
+        if self._container is not None and self._stale:
+            self.close()  # new settings: a new container (the data starts empty)
+        self._stale = False
         if self._container is None:
             container = DockerContainer(self.image)
             container.with_bind_ports(self.inner_port, self.port)
