@@ -215,11 +215,26 @@ def _register_fixtures(parent: pytest.Collector) -> None:
             manager.parsefactories(holder=importlib.import_module(module), node=node)
 
 
+def _make_module(parent: pytest.Collector, path: Path) -> SuiteModule:
+    """A ``SuiteModule`` whose node id is its place in the package.
+
+    Node ids of files outside the host's rootdir would otherwise be relative to the
+    command-line argument (``test_clients.py::...``), the same for the contract and the
+    live suite's ``test_authorization_codes.py``; ``authconform/suites/contract/...`` is
+    unique, stable across installs, and what ``--deselect`` and the reports show.
+    """
+    _register_fixtures(parent)
+    name = _module_name(path)
+    if name is None:
+        return SuiteModule.from_parent(parent, path=path)
+    nodeid = "/".join(name.split(".")) + ".py"
+    return SuiteModule.from_parent(parent, path=path, nodeid=nodeid)
+
+
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> Any:
     """Collect our suite files as ``SuiteModule``."""
     if _is_suite_file(module_path):
-        _register_fixtures(parent)
-        return SuiteModule.from_parent(parent, path=module_path)
+        return _make_module(parent, module_path)
     return None
 
 
@@ -232,8 +247,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
     patterns = parent.config.getini("python_files")
     if any(fnmatch_ex(p, file_path) for p in patterns):
         return None  # the python plugin collects it (through pytest_pycollect_makemodule)
-    _register_fixtures(parent)
-    return SuiteModule.from_parent(parent, path=file_path)
+    return _make_module(parent, file_path)
 
 
 def uses_our_fixture(metafunc: pytest.Metafunc, name: str) -> bool:
