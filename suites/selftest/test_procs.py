@@ -193,6 +193,43 @@ def test_serve_refuses_production_on_a_store_that_loses_acknowledged_writes(
         redis.close()
     done = _serve("--backend", f"sqlite:///{tmp_path / 'a.db'}")
     assert done.returncode == 2 and "synchronous NORMAL" in done.stderr, done.stderr
+    evicting = LocalRedis({"appendonly": "yes", "appendfsync": "always",
+                           "maxmemory-policy": "allkeys-lru"})
+    try:
+        evicting.start()
+        done = _serve("--backend", evicting.url)
+        assert done.returncode == 2 and "allkeys-lru evicts live grants" in done.stderr, (
+            done.stderr
+        )
+    finally:
+        evicting.close()
+
+
+@pytest.mark.parametrize(
+    ("durability", "loses", "evicts"),
+    [
+        ({"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"},
+         False, False),
+        ({"appendonly": "yes", "appendfsync": "everysec"}, True, False),
+        ({"appendonly": "no", "save": "3600 1"}, True, False),
+        ({"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "volatile-lru"},
+         False, True),
+        ({"synchronous_commit": "on", "fsync": "on", "full_page_writes": "on"}, False, False),
+        ({"synchronous_commit": "off", "fsync": "on"}, True, False),
+        ({"synchronous_commit": "on", "fsync": "off"}, True, False),
+        ({"journal_mode": "wal", "synchronous": "FULL"}, False, False),
+        ({"journal_mode": "wal", "synchronous": "NORMAL"}, True, False),
+        ({"persistence": "none (process memory)"}, True, False),
+        ({"acknowledged_writes": "kept: replicated to a quorum"}, False, False),
+        ({"engine": "mystery"}, None, False),
+    ],
+)
+def test_durability_verdicts(durability: dict[str, str], loses: bool | None,
+                             evicts: bool) -> None:
+    from authconform.backends._durability import assess
+
+    verdict = assess(durability)
+    assert (verdict.loses, verdict.evicts) == (loses, evicts), verdict.summary()
 
 
 def test_serve_starts_in_production_on_a_durable_store(tmp_path: Path) -> None:

@@ -7,18 +7,34 @@ selecting only the checks aimed at the bug (``-k``) to keep the cost down, and r
 failure messages from the JUnit file: a check counts as catching the mutant only when it
 fails with the message of that bug. The built-in backends passing the same checks is
 the CI run of the restart suite itself (``.ci/run``).
+
+Cost: the mutant runs mostly wait (store restarts, an outage and its recovery bound, TTLs
+running out), so they run three at a time, once per session (``mutant_runs``); each case
+then reads its own run's outcomes.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from fixtures.mutants.durability import MUTANTS
 from fixtures.mutants.durability_servers import MUTANTS as SERVER_MUTANTS
-from fixtures.mutants.harness import SuiteRun, clean_env, run_suite, service_unavailable
+from fixtures.mutants.harness import (
+    REPO,
+    SuiteRun,
+    clean_env,
+    parse_junit,
+    run_suite,
+    service_unavailable,
+)
 
 _LOST = r"state is lost on restart"
 
@@ -138,16 +154,42 @@ def test_every_mutant_has_named_checks() -> None:
         assert checks and all(re.compile(p) for p in checks.values())
 
 
+def _run(workdir: Path, name: str, args: list[str]) -> SuiteRun:
+    """``authconform/suites/restart`` in a subprocess with the repo's ini, from ``workdir``."""
+    junit = workdir / f"junit-{name}.xml"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AUTHCONFORM_") and k != "PYTEST_ADDOPTS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "authconform" / "suites" / "restart"),
+         "-c", str(REPO / "pyproject.toml"), "--rootdir", str(REPO), "-p", "no:cacheprovider",
+         "-q", f"--junitxml={junit}", f"--authconform-report-dir={workdir / name}", *args],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    outcomes, messages = parse_junit(junit)
+    return SuiteRun(done.returncode, outcomes, messages, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="module")
+def mutant_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SuiteRun]:
+    """One restart run per backend mutant, three at a time."""
+    _need_binaries()
+    workdir = tmp_path_factory.mktemp("restart-mutants")
+    jobs = {
+        mutant: ["--backend=fixtures.mutants.durability:" + mutant, "-k", select, *extra]
+        for mutant, (select, extra, _) in CAUGHT_BY.items()
+    }
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {m: pool.submit(_run, workdir, m, args) for m, args in jobs.items()}
+        return {m: f.result() for m, f in futures.items()}
+
+
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
 def test_durability_mutant_fails_the_checks_aimed_at_its_bug(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mutant: str
+    mutant_runs: dict[str, SuiteRun], mutant: str
 ) -> None:
     """Each backend mutant fails its named restart checks, with its bug's message."""
-    _need_binaries()
-    clean_env(monkeypatch)
-    select, extra, checks = CAUGHT_BY[mutant]
-    run = run_suite(pytester, "restart", f"--backend=fixtures.mutants.durability:{mutant}",
-                    "-k", select, *extra)
+    _, _, checks = CAUGHT_BY[mutant]
+    run = mutant_runs[mutant]
     assert run.outcomes, f"the restart run reported no checks:\n{run.summary()}"
     survived = {c: why for c, p in checks.items() if (why := _not_caught(run, c, p))}
     assert not survived, (
