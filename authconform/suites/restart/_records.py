@@ -278,6 +278,11 @@ async def verify_expiry(
     new = await b.get_refresh_token(w.refresh_new)
     if new is not None:
         problems.append("the refresh token outlived its expiry after the restart")
+    if await b.purge_expired() == 0 and w.ttl > 0:
+        problems.append(
+            "purge_expired() found no expired record after the restart: the store's own "
+            "expiry of the records no longer matches their logical expiry"
+        )
     return problems
 
 
