@@ -148,24 +148,36 @@ def test_no_process_of_a_run_survives_its_end(tmp_path: Path, sig: int) -> None:
 
 
 # -- the explicit-URL provider -------------------------------------------------------------------
-def test_a_named_store_is_restarted_only_with_a_restart_command(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+def test_a_named_store_or_live_target_is_restarted_only_with_a_restart_command(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """--authconform-redis-url given: the restart check skips (disabled) without a restart
-    command; with one (here a no-op: the shared store is never touched) it runs and passes."""
+    """A store named by URL (--authconform-redis-url) and a live target (--server-url) are
+    someone else's: their restart checks skip (disabled) without --authconform-restart-cmd
+    and run with one (here a no-op: the shared store and the target are never touched)."""
     if (reason := service_unavailable("redis")) is not None:
         pytest.skip(reason)
+    from authconform.procs import LocalServer
+
     clean_env(monkeypatch)
-    url = "--authconform-redis-url=redis://127.0.0.1:6379/0"
-    select = ("-k", "survive_a_graceful and strict")
-    run = run_suite(pytester, "restart", "--backend=redis", url, *select)
-    (case, outcome), = run.cases("test_records_survive_a_graceful_restart_of_the_store").items()
-    assert outcome == "skipped", run.summary()
-    assert "disabled:" in run.messages[case] and "--authconform-restart-cmd" in run.messages[case]
-    run = run_suite(pytester, "restart", "--backend=redis", url, "--authconform-restart-cmd=true",
-                    *select)
-    assert run.by_check() == {"test_records_survive_a_graceful_restart_of_the_store": "passed"}, (
-        run.summary()
+    store_check = "test_records_survive_a_graceful_restart_of_the_store"
+    server_check = "test_a_flow_survives_a_server_restart_between_every_step"
+    server = LocalServer(f"sqlite:///{tmp_path / 'live.sqlite3'}", "acselftest_live_r")
+    try:
+        server.start()
+        args = ["--backend=redis", "--authconform-redis-url=redis://127.0.0.1:6379/0",
+                f"--server-url={server.url}", "-k",
+                "(survive_a_graceful and strict) or flow_survives"]
+        without = run_suite(pytester, "restart", *args)
+        with_cmd = run_suite(pytester, "restart", *args, "--authconform-restart-cmd=true")
+    finally:
+        server.close()
+    for check in (store_check, server_check):
+        (case, outcome), = without.cases(check).items()
+        assert outcome == "skipped", without.summary()
+        assert "disabled:" in without.messages[case], without.messages[case]
+        assert "--authconform-restart-cmd" in without.messages[case], without.messages[case]
+    assert with_cmd.by_check() == {store_check: "passed", server_check: "passed"}, (
+        with_cmd.summary()
     )
 
 
@@ -284,30 +296,3 @@ def test_the_proxy_injects_errors_refuses_and_recovers() -> None:
             assert ask() == b"+PONG\r\n+PONG\r\n"
     finally:
         redis.close()
-
-
-def test_a_live_target_is_restarted_only_with_a_restart_command(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """--server-url given: the server-restart check skips (disabled) without a restart
-    command and runs with one (here a no-op, so the flow simply completes)."""
-    from authconform.procs import LocalServer
-
-    clean_env(monkeypatch)
-    server = LocalServer(f"sqlite:///{tmp_path / 'live.sqlite3'}", "acselftest_live_r")
-    try:
-        server.start()
-        target = f"--server-url={server.url}"
-        run = run_suite(pytester, "restart", target, "-k", "flow_survives")
-        (case, outcome), = run.cases(
-            "test_a_flow_survives_a_server_restart_between_every_step").items()
-        assert outcome == "skipped", run.summary()
-        assert "disabled:" in run.messages[case] and "--authconform-restart-cmd" in (
-            run.messages[case])
-        run = run_suite(pytester, "restart", target, "--authconform-restart-cmd=true",
-                        "-k", "flow_survives")
-        assert run.by_check() == {
-            "test_a_flow_survives_a_server_restart_between_every_step": "passed"
-        }, run.summary()
-    finally:
-        server.close()
