@@ -5,7 +5,7 @@
   reference server feeds every secret it issues. The registry is bounded (the oldest
   entries go first), so a long-running ``authconform serve`` does not grow with it.
 - ``redact(text)``: every registered secret (and its URL-encoded spellings) becomes
-  ``[redacted:<kind>]``; then the reports' patterns (``authconform.report._redact``) catch
+  ``[redacted:<kind>]``; then the reports' patterns (``authconform.redaction._patterns``) catch
   secrets nobody registered: the values of ``code=``, ``access_token=``,
   ``client_secret=``, ``code_verifier=``, ``token=`` ... (query strings, form bodies), the
   same members of JSON objects and Python reprs, and ``Bearer``/``Basic`` credentials
@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 # one set of shapes for logs and reports: the reports' pattern redactor (stdlib only)
-from authconform.report._redact import redact as _patterns
+from authconform.redaction._patterns import redact as _patterns
 
 __all__ = [
     "MAX_SECRETS",
