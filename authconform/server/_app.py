@@ -122,6 +122,7 @@ from authconform.server._bearer import BearerGuard, CachedBearerBackend
 from authconform.server._config import ServerConfig
 from authconform.server._consent import consent_endpoint
 from authconform.server._faults import FaultMiddleware, OutageMiddleware
+from authconform.server._health import HEALTH_PATH, health_endpoint
 from authconform.server._management import ClientManagement, Introspection
 from authconform.server._mcp import LeanMCPEndpoint
 from authconform.server._oauth import AuthorizationServer
@@ -141,7 +142,7 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
     ``POST P/register`` (RFC 7591), ``GET|PUT|DELETE P/register/<client_id>``
     (RFC 7592), ``GET|POST P/authorize``, ``POST P/consent``, ``POST P/token``,
     ``POST P/revoke`` (RFC 7009), ``POST P/introspect`` (RFC 7662), ``/mcp`` (streamable
-    HTTP, bearer).
+    HTTP, bearer), ``GET /health`` (the store's health and durability, see ``_health``).
     The backend is closed when the app shuts down. ``config.role`` ``as`` leaves out the
     MCP endpoint and the protected-resource metadata; ``rs`` leaves out every
     authorization-server endpoint (its resource metadata names ``config.issuer``).
@@ -266,6 +267,7 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
                 methods=["POST", "OPTIONS"],
             ),
         ]
+    routes.append(Route(HEALTH_PATH, health_endpoint(backend), methods=["GET"]))  # type: ignore[arg-type]
     if config.serves_mcp:
         for path in sorted(prm_paths):
             routes.append(
