@@ -203,6 +203,8 @@ def test_rate_limiting_target_is_waited_out_or_unavailable_never_failed(tmp_path
     """429 with a Retry-After that fits is retried; one that does not is unavailable."""
     done = live_subprocess(
         tmp_path, "--backend=memory", "--authconform-in-process", "--authconform-flows=2",
+        # a code outlives the 1 s Retry-After the first token request waits out
+        "--authconform-access-ttl=2", "--authconform-code-ttl=3", "--authconform-refresh-ttl=5",
         "--authconform-variant=fixtures.mutants.servers:throttled_once",
         "--authconform-variant=fixtures.mutants.servers:throttled_hard",
         "-k", "ref-memory-throttled",
