@@ -1249,6 +1249,8 @@ class Live:
         elif self.created:
             notes.append(f"no revocation_endpoint: {len(self.created)} tokens left to expire")
         self.created.clear()
+        kept: list[str] = []
+        deleted = 0
         for client in self.registrations:
             uri = client.registration.get("registration_client_uri")
             rat = client.registration.get("registration_access_token")
@@ -1259,14 +1261,23 @@ class Live:
                         headers={"authorization": f"Bearer {rat}"},
                     )
                 except LiveFailure as exc:
-                    notes.append(exc.observed)
+                    kept.append(exc.observed)
                     continue
                 except _skip_exception() as exc:
                     notes.append(str(exc))
                     break
-                if ex.status not in (200, 204):
-                    notes.append(f"a client registration was not deleted (RFC 7592 is "
-                                 f"optional): {ex.describe()}")
+                if ex.status in (200, 204):
+                    deleted += 1
+                    continue
+                kept.append(ex.describe())
+                if ex.status in (404, 405):
+                    break  # deletion is not offered: one answer says it for all
+        if kept:
+            left = sum(1 for c in self.registrations
+                       if isinstance(c.registration.get("registration_client_uri"), str))
+            left -= deleted
+            notes.append(f"{left} client registrations may be left (RFC 7592 deletion is "
+                         f"optional; {kept[0]})")
         self.registrations.clear()
         return failures, notes
 
