@@ -32,12 +32,18 @@ CATEGORIES = ("not-applicable", "unavailable", "disabled", "not-advertised")
 
 
 def skip(category: str, sentence: str) -> NoReturn:
-    """Skip the running check with ``<category>: <sentence>``."""
+    """Skip the running check with ``<category>: <sentence>``.
+
+    The skip is reported at the check (``-rs`` names the check's file, not this one).
+    """
     import pytest
 
     if category not in CATEGORIES:
         raise ValueError(f"skip category {category!r} is not one of {', '.join(CATEGORIES)}")
-    pytest.skip(f"{category}: {sentence}")
+    try:
+        raise pytest.skip.Exception(f"{category}: {sentence}", _use_item_location=True)
+    except TypeError:  # a pytest without the keyword: the helper's location, same reason
+        pytest.skip(f"{category}: {sentence}")
 
 
 def unavailable(sentence: str) -> NoReturn:

@@ -179,8 +179,16 @@ def pytest_collection_modifyitems(
 def preflight_error(config: pytest.Config, urls: list[str]) -> str | None:
     """One line saying why the ``--server-url`` target cannot be tested, or None."""
     from authconform._session import run
-    from authconform.live._session import preflight
 
+    try:
+        from authconform.live._session import preflight
+    except ModuleNotFoundError as exc:
+        from authconform._extras import extra_for, sentence
+
+        extra = extra_for(exc.name)
+        if extra is None:
+            raise
+        return sentence("the live suite", [str(exc.name)], [extra])
     return run(preflight(config, urls))
 
 
