@@ -175,7 +175,7 @@ class ContractModel:
     record is remembered (``math.inf``: until ``purge_expired``).
     """
 
-    __slots__ = ("_t", "expired_retention", "now")
+    __slots__ = ("_last", "_t", "expired_retention", "now")
 
     def __init__(self, *, now: float = 0.0, expired_retention: float = math.inf) -> None:
         """An empty namespace at time ``now``."""
@@ -184,6 +184,7 @@ class ContractModel:
         self.now = float(now)
         self.expired_retention = float(expired_retention)
         self._t: dict[str, dict[Any, Any]] = {kind: {} for kind in KINDS}
+        self._last: tuple[str, Any] | None = None  # the entry the last operation wrote
 
     # copies and fingerprints -------------------------------------------------------------
     def copy(self) -> ContractModel:
@@ -192,6 +193,7 @@ class ContractModel:
         other.now = self.now
         other.expired_retention = self.expired_retention
         other._t = {kind: dict(table) for kind, table in self._t.items()}
+        other._last = None
         return other
 
     def fingerprint(self) -> Hashable:
@@ -224,6 +226,7 @@ class ContractModel:
         bound.apply_defaults()
         params = dict(bound.arguments)
         params.pop("self", None)
+        self._last = None
         handler: Callable[..., Any] = getattr(self, "_op_" + op)
         return handler(**params)
 
@@ -251,49 +254,39 @@ class ContractModel:
         lo: float,
         hi: float,
         tolerance: float = 0.0,
+        skew: float = 0.0,
     ) -> list[ContractModel]:
         """Every model state possible after ``op`` answered ``observed``.
 
-        The operation takes effect at one instant of ``[lo, hi]`` (widened by
-        ``tolerance``), not before ``self.now``.
-        Returns an empty list when no instant explains the answer. The instants tried
-        are the window's start, every instant inside it where the state changes (an
-        expiry, the end of a retention, a rate-limit window boundary) and the instant
-        the answer's own timestamps imply (``expires_at - ttl`` of a put, ...).
-        ``self`` is not changed.
+        The operation took effect at one instant of ``[lo - skew, hi + skew]`` not
+        before ``self.now`` (``skew``: how far the store's clock may be off the
+        callers'). The instants tried are the window's start and every instant inside
+        it where the state changes (an expiry, the end of a retention, a rate-limit
+        window boundary). A timestamp the backend reports (``expires_at``,
+        ``created_at``, ...) may be later than the model's for that instant by up to the
+        rest of the window plus ``tolerance`` (rounding up to the store's precision),
+        never earlier by more than ``skew``; the returned models keep the backend's
+        timestamps. An empty list: no instant explains the answer. ``self`` is not
+        changed.
         """
-        start = max(lo - tolerance, self.now)
-        stop = hi + tolerance
+        start = max(lo - skew, self.now)
+        stop = hi + skew
         if start > stop:
             return []
         found: dict[Hashable, ContractModel] = {}
-        for t in self._instants(op, args, kwargs, observed, start, stop):
+        instants = {start}
+        instants.update(self._boundaries(op, args, kwargs, start, stop))
+        for t in sorted(instants):
             model = self.copy()
             result = model.run(op, args, kwargs, now=t)
-            if same_result(result, observed, tolerance=tolerance):
-                key = model.fingerprint()
-                best = found.get(key)
-                if best is None or model.now < best.now:
-                    found[key] = model
+            if not _match(result, observed, below=skew, above=stop - t + tolerance):
+                continue
+            model._adopt(op, result, observed)
+            key = model.fingerprint()
+            best = found.get(key)
+            if best is None or model.now < best.now:
+                found[key] = model
         return list(found.values())
-
-    def _instants(
-        self,
-        op: str,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any] | None,
-        observed: Any,
-        start: float,
-        stop: float,
-    ) -> list[float]:
-        out = {start}
-        if stop > start:
-            for b in self._boundaries(op, args, kwargs, start, stop):
-                out.add(b)
-            implied = _implied_instant(op, args, kwargs, observed)
-            if implied is not None:
-                out.add(min(max(implied, start), stop))
-        return sorted(out)
 
     def _boundaries(
         self,
@@ -367,6 +360,23 @@ class ContractModel:
         if self._find(kind, key)[0] is not None:
             raise Conflict(f"{what} already exists")
         self._t[kind][key] = entry
+        self._last = (kind, key)
+
+    def _adopt(self, op: str, result: Any, observed: Any) -> None:
+        """Keep the backend's timestamps for the entry the last operation wrote."""
+        if self._last is None or isinstance(observed, BaseException):
+            return
+        kind, key = self._last
+        entry = self._t[kind].get(key)
+        record = observed.record if isinstance(observed, RotateResult) else observed
+        if entry is None or record is None or not is_dataclass(record):
+            return
+        changes = {
+            name: float(getattr(record, name))
+            for name in ("expires_at", "created_at", "updated_at", "max_expires_at")
+            if name in entry._fields and isinstance(getattr(record, name, None), int | float)
+        }
+        self._t[kind][key] = entry._replace(**changes)
 
     # clients ---------------------------------------------------------------------------
     @staticmethod
@@ -391,6 +401,7 @@ class ContractModel:
             self.now,
         )
         self._t["clients"][client_id] = entry
+        self._last = ("clients", client_id)
         return self._client(client_id, entry)
 
     def _op_get_client(self, client_id: str) -> ClientRecord | None:
@@ -418,6 +429,7 @@ class ContractModel:
             self.now,
         )
         self._t["clients"][client_id] = entry
+        self._last = ("clients", client_id)
         return self._client(client_id, entry)
 
     def _op_delete_client(self, client_id: str) -> bool:
@@ -616,6 +628,7 @@ class ContractModel:
             in_grant=True,
         )
         self._t["refresh_tokens"][new] = successor
+        self._last = ("refresh_tokens", new)
         return RotateResult(RotateStatus.ROTATED, self._refresh(successor))
 
     def _op_revoke_refresh_token(self, token: str) -> bool:
@@ -706,6 +719,7 @@ class ContractModel:
         expires = max(entry.expires_at, min(self.now + ttl, entry.max_expires_at))
         entry = entry._replace(expires_at=expires)
         self._t["sessions"][session_id] = entry
+        self._last = ("sessions", session_id)
         return self._session(entry)
 
     def _op_list_sessions(self, subject: str) -> list[SessionRecord]:
@@ -785,59 +799,18 @@ class ContractModel:
         return UNCHECKED
 
 
-def _implied_instant(
-    op: str, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, observed: Any
-) -> float | None:
-    """The instant at which the backend says ``op`` took effect, if its answer tells."""
-    try:
-        params = _signature(op).bind(None, *args, **(kwargs or {})).arguments
-    except TypeError:
-        return None
-    ttl = params.get("ttl")
-    record: Any = observed
-    if isinstance(observed, RotateResult):
-        if observed.status is not RotateStatus.ROTATED:
-            return None
-        record = observed.record
-    if record is None or isinstance(record, BaseException) or not is_dataclass(record):
-        return None
-    if op in ("create_session", "create_client"):
-        return getattr(record, "created_at", None)
-    if op == "update_client":
-        return getattr(record, "updated_at", None)
-    if op == "touch_session":
-        expires = getattr(record, "expires_at", None)
-        cap = getattr(record, "max_expires_at", None)
-        if isinstance(expires, float) and isinstance(cap, float) and expires < cap:
-            if isinstance(ttl, int | float):
-                return expires - float(ttl)
-        return None
-    if op.startswith("put_") or op == "rotate_refresh_token":
-        expires = getattr(record, "expires_at", None)
-        if isinstance(expires, int | float) and isinstance(ttl, int | float):
-            return float(expires) - float(ttl)
-    return None
-
-
-def _close(a: Any, b: Any, tolerance: float) -> bool:
+def _close(a: Any, b: Any, below: float, above: float) -> bool:
+    """``b`` (observed) is ``a`` (model) or later by <= ``above``, earlier by <= ``below``."""
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
     if not isinstance(a, int | float) or not isinstance(b, int | float):
         return bool(a == b)
     if a == b:
         return True
-    return abs(float(a) - float(b)) <= tolerance
+    return -below <= float(b) - float(a) <= above
 
 
-def same_result(model_result: Any, observed: Any, *, tolerance: float = 0.0) -> bool:
-    """True if ``observed`` is the answer ``model_result`` predicts.
-
-    Exceptions compare by type (``Conflict``, ``InvalidArgument``). Records and results
-    compare field by field, exactly, except the timestamp fields (``TIMESTAMP_FIELDS``),
-    which may differ by at most ``tolerance`` seconds: a backend's time is its store's.
-    ``UNCHECKED`` (an answer the model does not predict) matches anything but an
-    exception.
-    """
+def _match(model_result: Any, observed: Any, *, below: float, above: float) -> bool:
     if model_result is UNCHECKED:
         return not isinstance(observed, BaseException)
     if isinstance(model_result, BaseException) or isinstance(observed, BaseException):
@@ -852,9 +825,9 @@ def same_result(model_result: Any, observed: Any, *, tolerance: float = 0.0) -> 
         for f in fields(model_result):
             a, b = getattr(model_result, f.name), getattr(observed, f.name)
             if f.name in TIMESTAMP_FIELDS:
-                if not _close(a, b, tolerance):
+                if not _close(a, b, below, above):
                     return False
-            elif not same_result(a, b, tolerance=tolerance):
+            elif not _match(a, b, below=below, above=above):
                 return False
         return True
     if isinstance(model_result, list | tuple):
@@ -863,7 +836,7 @@ def same_result(model_result: Any, observed: Any, *, tolerance: float = 0.0) -> 
             and type(model_result) is type(observed)
             and len(model_result) == len(observed)
             and all(
-                same_result(a, b, tolerance=tolerance)
+                _match(a, b, below=below, above=above)
                 for a, b in zip(model_result, observed, strict=True)
             )
         )
@@ -874,3 +847,15 @@ def same_result(model_result: Any, observed: Any, *, tolerance: float = 0.0) -> 
     if model_result is None or observed is None:
         return model_result is observed
     return type(model_result) is type(observed) and bool(model_result == observed)
+
+
+def same_result(model_result: Any, observed: Any, *, tolerance: float = 0.0) -> bool:
+    """True if ``observed`` is the answer ``model_result`` predicts.
+
+    Exceptions compare by type (``Conflict``, ``InvalidArgument``). Records and results
+    compare field by field, exactly, except the timestamp fields (``TIMESTAMP_FIELDS``),
+    which may differ by at most ``tolerance`` seconds: a backend's time is its store's.
+    ``UNCHECKED`` (an answer the model does not predict) matches anything but an
+    exception.
+    """
+    return _match(model_result, observed, below=tolerance, above=tolerance)

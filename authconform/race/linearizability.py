@@ -209,7 +209,14 @@ class _Search:
                 return []
             return [after]
         return model.step(
-            o.op, o.args, o.kwargs, o.result, lo=o.call, hi=o.ret, tolerance=self.tolerance
+            o.op,
+            o.args,
+            o.kwargs,
+            o.result,
+            lo=o.call,
+            hi=o.ret,
+            tolerance=self.tolerance,
+            skew=self.tolerance,
         )
 
     def _done(self, mask: int) -> bool:
