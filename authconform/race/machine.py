@@ -1,0 +1,776 @@
+"""A backend and the contract model side by side, driven by a Hypothesis state machine.
+
+``run_machine(target, profile=...)`` runs ``RuleBasedStateMachine`` programs against one
+backend: every rule calls one ``StorageBackend`` operation on one of several instances
+of the backend in one of two namespaces (``<ns>`` and ``<ns>_2``: one a prefix of the
+other), and the answer must be one the model (``authconform.contract.model``) gives.
+Ids are drawn from small pools that collide on purpose (case variants, prefixes, glob,
+regex and LIKE characters, ``:`` ``{`` ``}``, Unicode normalisation variants), so the
+same key is reused across kinds, namespaces and instances. Time moves to exact expiry
+boundaries on an injected clock (``expires_at`` exactly, one ulp before and after); on
+stores that keep time themselves the machine sleeps to just before and just after
+boundaries with short real TTLs and an ``expired_retention`` of 0 or 0.25 s, so a
+wrong physical TTL shows.
+
+A failure names the step where backend and model disagree (observed vs the model's
+answer); Hypothesis shrinks the program and prints it, and ``MachineFailure`` carries
+the seed that replays it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, note, seed, settings
+from hypothesis import strategies as st
+from hypothesis.control import current_build_context
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from authconform.contract import (
+    AccessTokenRecord,
+    BackendSettings,
+    ChallengeRecord,
+    CodeRecord,
+    RefreshTokenRecord,
+    ResetTokenRecord,
+    SessionRecord,
+    StateRecord,
+)
+from authconform.contract.model import MODEL_ERRORS, ContractModel
+from authconform.race.history import Operation, describe
+
+__all__ = [
+    "PROFILES",
+    "MachineFailure",
+    "Target",
+    "machine_settings",
+    "run_machine",
+]
+
+# pools of ids that collide on purpose ----------------------------------------------------
+NFC_CAFE, NFD_CAFE = "caf\u00e9", "cafe\u0301"
+KEYS = (
+    "k",
+    "K",
+    "k1",
+    "k10",
+    "k*",
+    "k?",
+    "[k]",
+    "k%",
+    "k_",
+    "k.",
+    "{k}",
+    "k:1",
+    "k:",
+    "\u00c5",  # A with ring (NFC)
+    "A\u030a",  # A + combining ring (NFD)
+    "\u212b",  # ANGSTROM SIGN (NFC-normalises to U+00C5)
+    "\ufb01",  # fi ligature (NFKC: "fi")
+    "fi",
+    "stra\u00dfe",
+    "strasse",
+    NFC_CAFE,
+    NFD_CAFE,
+)
+SUBJECTS = ("bob", "bobby", "Bob", "bo", "b*", "b%", "b_b", "bob:1", "[b]ob", NFC_CAFE, NFD_CAFE)
+CLIENTS = ("app", "App", "app2", "ap*", "app:", "\u00e4pp", "a\u0308pp", "ap%")
+GRANTS = ("g", "G", "g1", "g*", "g%", "g:")
+RATE_KEYS = ("ip:1", "ip:10", "IP:1", "ip:*", "ip:1?")
+EXTRAS: tuple[dict[str, Any], ...] = (
+    {},
+    {"n": 1},
+    {"k": "v", "l": [1, 2.5, None, True], "o": {"x": "\u00e9"}},
+)
+METADATA: tuple[dict[str, Any], ...] = (
+    {},
+    {"name": "A"},
+    {"redirect_uris": ["https://a.example/cb"], "name": "B"},
+    {"name": None, "n": 2},
+)
+
+#: Hypothesis budget per profile: (examples, steps per example) for clock and real-time
+#: backends, the real sleep allowed per example and the seconds spent shrinking.
+PROFILES: dict[str, dict[str, Any]] = {
+    "dev": {"clock": (15, 30), "real": (6, 30), "sleep": 0.8, "shrink": 10},
+    "ci": {"clock": (50, 80), "real": (15, 40), "sleep": 1.0, "shrink": 20},
+    "nightly": {"clock": (600, 80), "real": (150, 60), "sleep": 2.0, "shrink": 120},
+}
+
+
+def machine_settings(profile: str, *, uses_clock: bool) -> settings:
+    """Our Hypothesis settings for ``profile`` (never a global profile: ours only)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
+    examples, steps = PROFILES[profile]["clock" if uses_clock else "real"]
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,  # the seed replays a failure; no state shared between runs
+        print_blob=True,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        phases=(Phase.explicit, Phase.generate, Phase.shrink),
+    )
+
+
+@dataclass
+class Target:
+    """The backend under test: its factory, base settings and clock."""
+
+    name: str
+    factory: Callable[[BackendSettings], Any]
+    settings: BackendSettings
+    uses_clock: bool
+    instances: int = 2
+    tolerance: float = 0.0  # timestamps may be later than the model's by this much
+    skew: float = 0.0  # how far the store's clock may be off time.time()
+
+
+class MachineFailure(AssertionError):
+    """The backend answered something the contract does not allow; carries the seed."""
+
+    def __init__(self, message: str, seed: int, detected_after: float | None = None) -> None:
+        """``message`` names the step; ``seed`` replays the run."""
+        super().__init__(message)
+        self.seed = seed
+        self.detected_after = detected_after  # seconds from the start to the first failure
+
+
+EPOCH = 1_700_000_000.0
+
+
+class _ExampleClock:
+    """The injected clock of the backends under test: every example starts at ``EPOCH``.
+
+    Rate-limit windows are aligned to absolute time, so a replayed example must see the
+    same instants as the first run; this clock (unlike ``FakeClock``) may be set back,
+    which happens only between examples, after both namespaces were emptied.
+    """
+
+    def __init__(self) -> None:
+        self._now = EPOCH
+
+    def now(self) -> float:
+        return self._now
+
+    def set(self, instant: float) -> None:
+        self._now = instant
+
+
+class _Driver:
+    """Backend instances and the event loop they run on, shared by every example."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.clock = _ExampleClock() if target.uses_clock else None
+        self.loop = asyncio.new_event_loop()
+        base = target.settings.namespace[:30]
+        self.namespaces = (base + "_sm", base + "_sm_2")
+        self._made: dict[tuple[int, int, float], Any] = {}
+        self.started = time.monotonic()
+        self.first_failure: float | None = None
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def backend(self, ns: int, instance: int, retention: float) -> Any:
+        key = (ns, instance, retention)
+        made = self._made.get(key)
+        if made is None:
+            settings = replace(
+                self.target.settings,
+                namespace=self.namespaces[ns],
+                expired_retention=retention,
+            )
+            if self.clock is not None:
+                settings = replace(settings, clock=self.clock)
+            made = self._made[key] = self.target.factory(settings)
+        return made
+
+    def reset(self, retention: float) -> None:
+        """Empty both namespaces through every instance (each forgets its schema)."""
+        for ns in range(2):
+            for instance in range(self.target.instances):
+                self.run(self.backend(ns, instance, retention).drop_namespace())
+
+    def close(self) -> None:
+        try:
+            for backend in self._made.values():
+                try:
+                    self.run(backend.drop_namespace())
+                finally:
+                    self.run(backend.close())
+        finally:
+            self.loop.close()
+
+    def now(self) -> float:
+        return self.clock.now() if self.clock is not None else time.time()
+
+
+def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMachine]:
+    """The state machine class for one backend (a closure over its driver)."""
+    target = driver.target
+    fake = driver.clock
+    instances = target.instances
+    if fake is not None:
+        ttls = st.sampled_from((0.001, 0.35, 1.0, 2.5, 10.0, 3600.0))
+        windows = st.sampled_from((0.5, 1.0, 10.0, 60.0))
+        retentions: tuple[float, ...] = (math.inf,)
+    else:
+        ttls = st.sampled_from((0.15, 0.3, 0.5, 60.0))
+        windows = st.sampled_from((0.25, 0.5, 60.0))
+        retentions = (0.0, 0.25)
+    ns_ = st.sampled_from((0, 0, 0, 1))
+    inst_ = st.integers(0, instances - 1)
+    # An id is drawn as a number: mostly one the namespace already holds (so consume,
+    # rotate and revoke meet what was put), otherwise one of the colliding pool.
+    keys = picks = st.integers(0, 99)
+    clients = st.sampled_from(CLIENTS)
+    # a record is drawn as one number and decoded by ``record`` (few choices: fast to
+    # generate and to shrink); its client, subject and grant are mostly ones in use
+    code_records = access_records = refresh_records = state_records = st.integers(0, 10**7)
+    reset_records = challenge_records = session_records = code_records
+
+    class ContractMachine(RuleBasedStateMachine):
+        """Every operation on a backend and on the model; answers must agree."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.models: list[list[ContractModel]] = []
+            self.retention = 0.0
+            self.steps = 0
+            self.slept = 0.0
+            self.history: list[Operation] = []
+
+        # setup ---------------------------------------------------------------------------
+        @initialize(retention=st.sampled_from(retentions))
+        def start(self, retention: float) -> None:
+            self.retention = 0.0 if math.isinf(retention) else retention
+            driver.reset(self.retention)
+            if fake is not None:
+                fake.set(EPOCH)
+            now = driver.now()
+            self.models = [[ContractModel(now=now, expired_retention=retention)] for _ in range(2)]
+
+        # the one place a backend is called -------------------------------------------------
+        def call(
+            self,
+            ns: int,
+            instance: int,
+            op: str,
+            *args: Any,
+            **kwargs: Any,
+        ) -> Any:
+            backend = driver.backend(ns, instance, self.retention)
+            self.steps += 1
+            lo = driver.now()
+            try:
+                observed = driver.run(getattr(backend, op)(*args, **kwargs))
+            except Exception as exc:  # noqa: BLE001 - compared with the model's answer
+                observed = exc
+            hi = driver.now()
+            record = Operation(ns * 100 + instance, op, tuple(args), kwargs, lo, hi, observed)
+            self.history.append(record)
+            before = self.models[ns]
+            after: dict[Any, ContractModel] = {}
+            for model in before:
+                for nxt in model.step(
+                    op,
+                    tuple(args),
+                    kwargs,
+                    observed,
+                    lo=lo,
+                    hi=hi,
+                    tolerance=target.tolerance,
+                    skew=target.skew,
+                ):
+                    fp = (nxt.fingerprint(), nxt.now)
+                    after.setdefault(fp, nxt)
+            if not after:
+                if driver.first_failure is None:
+                    driver.first_failure = time.monotonic() - driver.started
+                self.fail(ns, instance, record, before)
+            self.models[ns] = sorted(after.values(), key=lambda m: m.now)[:8]
+            if current_build_context().is_final:
+                note(f"step {self.steps}: {describe([record]).strip()}")
+            return observed
+
+        def fail(
+            self, ns: int, instance: int, record: Operation, models: list[ContractModel]
+        ) -> None:
+            expected = []
+            for model in models:
+                answer = model.copy().run(
+                    record.op, record.args, record.kwargs, now=max(record.call, model.now)
+                )
+                expected.append(describe([replace(record, result=answer)]).split("-> ", 1)[1])
+            kind = (
+                "raised"
+                if isinstance(record.result, BaseException)
+                and not isinstance(record.result, MODEL_ERRORS)
+                else "answered"
+            )
+            detail = (
+                f": {record.result}"
+                if kind == "raised" and not isinstance(record.result, AssertionError)
+                else ""
+            )
+            raise AssertionError(
+                f"backend {target.name} disagrees with the contract model at step "
+                f"{self.steps}, namespace {driver.namespaces[ns]!r}, instance {instance}:\n"
+                f"{describe([record]).strip()}\n"
+                f"observed: the backend {kind} "
+                f"{describe([record]).split('-> ', 1)[1]}{detail}\n"
+                f"expected (model): {' or '.join(sorted(set(expected)))}"
+            )
+
+        def record(self, ns: int, cls: type[Any], r: int) -> Any:
+            """Decode a drawn number into a record of ``cls``."""
+            client = self.client(ns, r % 100)
+            subject = self.subject(ns, (r // 100) % 100)
+            grant = self.grant(ns, (r // 10_000) % 100)
+            extra = EXTRAS[(r // 1_000_000) % len(EXTRAS)]
+            scopes = ((), ("read",), ("read", "write"))[(r // 3_000_000) % 3]
+            if cls is CodeRecord:
+                return CodeRecord(
+                    client,
+                    subject,
+                    grant,
+                    redirect_uri="https://a.example/cb",
+                    scopes=scopes,
+                    code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                    resource=(None, "https://rs.example/mcp")[r % 2],
+                    extra=extra,
+                )
+            if cls in (AccessTokenRecord, RefreshTokenRecord):
+                return cls(client, subject, grant, scopes=scopes, extra=extra)
+            if cls is StateRecord:
+                return StateRecord(client, extra=extra)
+            if cls is ChallengeRecord:
+                return ChallengeRecord(subject, max_attempts=1 + (r // 100) % 3, extra=extra)
+            return cls(subject, extra=extra)  # reset tokens, sessions
+
+        def known(self, ns: int, kind: str) -> list[Any]:
+            return sorted(self.models[ns][0]._t[kind], key=repr)
+
+        def key(self, ns: int, kind: str, pick: int, *, put: bool = False) -> str:
+            """Mostly a key this namespace (or the other) holds, else one of the pool.
+
+            For a put, mostly one of the pool (a held one would be a Conflict).
+            """
+            known = self.known(ns, kind) or self.known(1 - ns, kind)
+            if pick < (20 if put else 70) and known:
+                return str(known[pick % len(known)])
+            return str(KEYS[pick % len(KEYS)])
+
+        def subject(self, ns: int, pick: int) -> str:
+            held = sorted({e.subject for e in self.models[ns][0]._t["sessions"].values()})
+            if pick < 60 and held:
+                return str(held[pick % len(held)])
+            return SUBJECTS[pick % len(SUBJECTS)]
+
+        def grant(self, ns: int, pick: int) -> str:
+            table = self.models[ns][0]._t
+            held = sorted(
+                {
+                    e.grant_id
+                    for kind in ("access_tokens", "refresh_tokens")
+                    for e in table[kind].values()
+                }
+            )
+            if pick < 60 and held:
+                return str(held[pick % len(held)])
+            return GRANTS[pick % len(GRANTS)]
+
+        def client(self, ns: int, pick: int) -> str:
+            table = self.models[ns][0]._t
+            held = sorted(
+                set(table["clients"])
+                | {
+                    e.client_id
+                    for kind in ("codes", "access_tokens", "refresh_tokens")
+                    for e in table[kind].values()
+                }
+            )
+            if pick < 60 and held:
+                return str(held[pick % len(held)])
+            return CLIENTS[pick % len(CLIENTS)]
+
+        # clients -----------------------------------------------------------------------
+        @rule(
+            ns=ns_,
+            i=inst_,
+            cid=clients,
+            md=st.sampled_from(METADATA),
+            sec=st.sampled_from((None, "s3cret", "S3cret")),
+        )
+        def create_client(self, ns: int, i: int, cid: str, md: dict[str, Any], sec: Any) -> None:
+            self.call(ns, i, "create_client", cid, md, secret=sec)
+
+        @rule(ns=ns_, i=inst_, cid=picks)
+        def get_client(self, ns: int, i: int, cid: int) -> None:
+            self.call(ns, i, "get_client", self.client(ns, cid))
+
+        @rule(
+            ns=ns_,
+            i=inst_,
+            cid=picks,
+            md=st.sampled_from(METADATA),
+            sec=st.sampled_from((None, "n3w")),
+        )
+        def update_client(self, ns: int, i: int, cid: int, md: dict[str, Any], sec: Any) -> None:
+            self.call(ns, i, "update_client", self.client(ns, cid), md, secret=sec)
+
+        @rule(ns=ns_, i=inst_, cid=picks)
+        def delete_client(self, ns: int, i: int, cid: int) -> None:
+            self.call(ns, i, "delete_client", self.client(ns, cid))
+
+        @rule(ns=ns_, i=inst_)
+        def list_clients(self, ns: int, i: int) -> None:
+            self.call(ns, i, "list_clients")
+
+        @rule(ns=ns_, i=inst_, cid=picks, sec=st.sampled_from(("s3cret", "S3cret", "n3w")))
+        def verify_client_secret(self, ns: int, i: int, cid: int, sec: str) -> None:
+            self.call(ns, i, "verify_client_secret", self.client(ns, cid), sec)
+
+        # codes, states, reset tokens ---------------------------------------------------
+        @rule(ns=ns_, i=inst_, k=keys, rec=code_records, ttl=ttls)
+        def put_code(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
+            self.call(
+                ns,
+                i,
+                "put_code",
+                self.key(ns, "codes", k, put=True),
+                self.record(ns, CodeRecord, rec),
+                ttl,
+            )
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def get_code(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "get_code", self.key(ns, "codes", k))
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def consume_code(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "consume_code", self.key(ns, "codes", k))
+
+        @rule(ns=ns_, i=inst_, k=keys, rec=state_records, ttl=ttls)
+        def put_state(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
+            self.call(
+                ns,
+                i,
+                "put_state",
+                self.key(ns, "states", k, put=True),
+                self.record(ns, StateRecord, rec),
+                ttl,
+            )
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def consume_state(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "consume_state", self.key(ns, "states", k))
+
+        @rule(ns=ns_, i=inst_, k=keys, rec=reset_records, ttl=ttls)
+        def put_reset_token(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
+            self.call(
+                ns,
+                i,
+                "put_reset_token",
+                self.key(ns, "reset_tokens", k, put=True),
+                self.record(ns, ResetTokenRecord, rec),
+                ttl,
+            )
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def consume_reset_token(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "consume_reset_token", self.key(ns, "reset_tokens", k))
+
+        # access and refresh tokens -------------------------------------------------------
+        @rule(ns=ns_, i=inst_, k=keys, rec=access_records, ttl=ttls)
+        def put_access_token(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
+            self.call(
+                ns,
+                i,
+                "put_access_token",
+                self.key(ns, "access_tokens", k, put=True),
+                self.record(ns, AccessTokenRecord, rec),
+                ttl,
+            )
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def get_access_token(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "get_access_token", self.key(ns, "access_tokens", k))
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def revoke_access_token(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "revoke_access_token", self.key(ns, "access_tokens", k))
+
+        @rule(ns=ns_, i=inst_, g=picks)
+        def revoke_grant(self, ns: int, i: int, g: int) -> None:
+            self.call(ns, i, "revoke_grant", self.grant(ns, g))
+
+        @rule(ns=ns_, i=inst_, k=keys, rec=refresh_records, ttl=ttls)
+        def put_refresh_token(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
+            self.call(
+                ns,
+                i,
+                "put_refresh_token",
+                self.key(ns, "refresh_tokens", k, put=True),
+                self.record(ns, RefreshTokenRecord, rec),
+                ttl,
+            )
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def get_refresh_token(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "get_refresh_token", self.key(ns, "refresh_tokens", k))
+
+        @rule(
+            ns=ns_,
+            i=inst_,
+            pick=st.integers(0, 63),
+            new=st.one_of(st.none(), st.sampled_from(KEYS)),
+            ttl=ttls,
+        )
+        def rotate_refresh_token(
+            self, ns: int, i: int, pick: int, new: str | None, ttl: float
+        ) -> None:
+            known = self.known(ns, "refresh_tokens") or list(KEYS)
+            old = known[pick % len(known)]
+            self.call(ns, i, "rotate_refresh_token", old, new or f"rt{self.steps}", ttl)
+
+        @rule(ns=ns_, i=inst_, pick=st.integers(0, 63))
+        def reuse_refresh_token(self, ns: int, i: int, pick: int) -> None:
+            """Rotate a token that was already rotated (a chain A->B->C, then A again)."""
+            table = self.models[ns][0]._t["refresh_tokens"]
+            rotated = [k for k in self.known(ns, "refresh_tokens") if table[k].rotated]
+            if rotated:
+                old = rotated[pick % len(rotated)]
+                self.call(ns, i, "rotate_refresh_token", old, f"rt{self.steps}", 60.0)
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def revoke_refresh_token(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "revoke_refresh_token", self.key(ns, "refresh_tokens", k))
+
+        # challenges --------------------------------------------------------------------
+        @rule(ns=ns_, i=inst_, k=keys, rec=challenge_records, ttl=ttls)
+        def put_challenge(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
+            self.call(
+                ns,
+                i,
+                "put_challenge",
+                self.key(ns, "challenges", k, put=True),
+                "123456",
+                self.record(ns, ChallengeRecord, rec),
+                ttl,
+            )
+
+        @rule(ns=ns_, i=inst_, k=keys, answer=st.sampled_from(("123456", "654321", "12345")))
+        def attempt_challenge(self, ns: int, i: int, k: int, answer: str) -> None:
+            self.call(ns, i, "attempt_challenge", self.key(ns, "challenges", k), answer)
+
+        # sessions ----------------------------------------------------------------------
+        @rule(
+            ns=ns_,
+            i=inst_,
+            k=keys,
+            rec=session_records,
+            ttl=ttls,
+            factor=st.sampled_from((1.0, 1.5, 3.0)),
+        )
+        def create_session(
+            self, ns: int, i: int, k: int, rec: int, ttl: float, factor: float
+        ) -> None:
+            self.call(
+                ns,
+                i,
+                "create_session",
+                self.key(ns, "sessions", k, put=True),
+                self.record(ns, SessionRecord, rec),
+                ttl,
+                ttl * factor,
+            )
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def get_session(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "get_session", self.key(ns, "sessions", k))
+
+        @rule(ns=ns_, i=inst_, k=keys, ttl=ttls)
+        def touch_session(self, ns: int, i: int, k: int, ttl: float) -> None:
+            self.call(ns, i, "touch_session", self.key(ns, "sessions", k), ttl)
+
+        @rule(ns=ns_, i=inst_, s=picks)
+        def list_sessions(self, ns: int, i: int, s: int) -> None:
+            self.call(ns, i, "list_sessions", self.subject(ns, s))
+
+        @rule(ns=ns_, i=inst_, k=keys)
+        def revoke_session(self, ns: int, i: int, k: int) -> None:
+            self.call(ns, i, "revoke_session", self.key(ns, "sessions", k))
+
+        @rule(ns=ns_, i=inst_, s=picks)
+        def revoke_all_sessions(self, ns: int, i: int, s: int) -> None:
+            self.call(ns, i, "revoke_all_sessions", self.subject(ns, s))
+
+        # rate limits -------------------------------------------------------------------
+        @rule(ns=ns_, i=inst_, k=st.sampled_from(RATE_KEYS), limit=st.integers(1, 3), w=windows)
+        def hit(self, ns: int, i: int, k: str, limit: int, w: float) -> None:
+            self.call(ns, i, "hit", k, limit, w)
+
+        # admin -------------------------------------------------------------------------
+        @rule(ns=ns_, i=inst_)
+        def stats(self, ns: int, i: int) -> None:
+            self.call(ns, i, "stats")
+
+        @rule(ns=ns_, i=inst_)
+        def purge_expired(self, ns: int, i: int) -> None:
+            self.call(ns, i, "purge_expired")
+
+        @precondition(lambda self: self.steps % 7 == 3)
+        @rule(ns=ns_)
+        def drop_namespace(self, ns: int) -> None:
+            for instance in range(instances):  # every instance forgets its schema
+                self.call(ns, instance, "drop_namespace")
+
+        @rule(
+            ns=ns_,
+            i=inst_,
+            call=st.sampled_from(
+                (
+                    ("put_code", ("", CodeRecord("app", "bob", "g"), 1.0)),
+                    ("put_code", ("k", CodeRecord("app", "bob", "g"), 0.0)),
+                    ("put_state", ("k", StateRecord("app"), -1.0)),
+                    ("put_access_token", ("k", AccessTokenRecord("app", "bob", "g"), math.nan)),
+                    ("hit", ("ip:1", 0, 1.0)),
+                    ("rotate_refresh_token", ("k", "k", 1.0)),
+                    ("create_session", ("k", SessionRecord("bob"), 2.0, 1.0)),
+                    ("get_code", ("k\x00",)),
+                )
+            ),
+        )
+        def invalid_argument(self, ns: int, i: int, call: tuple[str, tuple[Any, ...]]) -> None:
+            self.call(ns, i, call[0], *call[1])
+
+        # time --------------------------------------------------------------------------
+        def boundaries(self) -> list[float]:
+            out: set[float] = set()
+            for models in self.models:
+                model = models[0]
+                for kind, table in model._t.items():
+                    if kind == "clients":
+                        continue
+                    for key, entry in table.items():
+                        e = key[1] + key[2] if kind == "rate_limits" else entry.expires_at
+                        out.add(e)
+                        if math.isfinite(model.expired_retention):
+                            out.add(e + model.expired_retention)
+            return sorted(out)
+
+        @rule(pick=st.integers(0, 63), where=st.sampled_from((-1, 0, 1)))
+        def advance_clock(self, pick: int, where: int) -> None:
+            """Move to an expiry boundary: one ulp before, exactly, one ulp after.
+
+            Real-time stores: sleep to just before (``where`` -1) or just after it.
+            Draws are indices, so what is drawn never depends on the clock.
+            """
+            now = driver.now()
+            bounds = self.boundaries()
+            if fake is not None:
+                later = [b for b in bounds if b > now] or [now + 1.0]
+                b = later[pick % len(later)]
+                to = b if where == 0 else math.nextafter(b, math.inf * where)
+                if to <= now:
+                    to = b
+                fake.set(to)
+                note(f"clock set to {to!r} (+{to - now:.6f} s)")
+                return
+            margin = 0.04 if where else 0.0
+            left = sleep_budget - self.slept
+            later = [b for b in bounds if now + margin < b <= now + left - margin]
+            if not later:
+                return
+            to = later[pick % len(later)] + (margin if where >= 0 else -margin)
+            pause = max(0.0, to - time.time())
+            self.slept += pause
+            time.sleep(pause)
+            note(f"slept {pause:.3f} s")
+
+        @rule(pick=st.integers(0, 63), where=st.sampled_from((-1, 0, 1)))
+        def advance_clock_again(self, pick: int, where: int) -> None:
+            """The same move, so time moves about as often as a record is written."""
+            self.advance_clock(pick, where)
+
+        @invariant()
+        def counts_agree(self) -> None:
+            """After every step, ``stats()`` (one namespace, one instance, in turn)."""
+            if self.models:
+                n = self.steps
+                self.call(n % 2, (n // 2) % instances, "stats")
+
+        def teardown(self) -> None:
+            self.models = []
+
+    return ContractMachine
+
+
+@contextlib.contextmanager
+def _shrink_budget(seconds: float) -> Iterator[None]:
+    """Bound the time Hypothesis spends shrinking a failure (its default is 300 s).
+
+    Hypothesis has no public setting for it; without the private constant (a future
+    version) shrinking keeps Hypothesis's own bound.
+    """
+    from hypothesis.internal.conjecture import engine
+
+    old = getattr(engine, "MAX_SHRINKING_SECONDS", None)
+    if old is None:
+        yield
+        return
+    engine.MAX_SHRINKING_SECONDS = seconds  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = old
+
+
+def run_machine(
+    target: Target,
+    *,
+    profile: str = "ci",
+    seed_value: int | None = None,
+    on_seed: Callable[[int], None] | None = None,
+) -> int:
+    """Run the state machine against ``target``; return the seed used.
+
+    Raises ``MachineFailure`` (an ``AssertionError``) with Hypothesis's shrunk program
+    and the step where backend and model disagree; ``.seed`` replays it.
+    """
+    chosen = random.SystemRandom().randrange(2**32) if seed_value is None else seed_value
+    if on_seed is not None:
+        on_seed(chosen)
+    driver = _Driver(target)
+    try:
+        machine = build_machine(driver, PROFILES[profile]["sleep"])
+        seed(chosen)(machine)
+        try:
+            with _shrink_budget(PROFILES[profile]["shrink"]):
+                run_state_machine_as_test(
+                    machine, settings=machine_settings(profile, uses_clock=target.uses_clock)
+                )
+        except AssertionError as exc:
+            raise MachineFailure(str(exc), chosen, driver.first_failure) from exc
+    finally:
+        driver.close()
+    return chosen
