@@ -51,6 +51,11 @@ OPTIONS: tuple[Option, ...] = (
         "namespace (key prefix / schema) of this run; default: a fresh random one",
     ),
     Option("strict", "fail on SHOULD violations too (they are warnings otherwise)", flag=True),
+    Option(
+        "hypothesis_profile",
+        "budget of the model-based (state machine) checks: dev, ci or nightly",
+        "ci",
+    ),
 )
 
 
