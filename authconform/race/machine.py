@@ -111,7 +111,7 @@ METADATA: tuple[dict[str, Any], ...] = (
 SLOW_RESET = 0.05  # seconds to empty both namespaces beyond which "slow" applies
 PROFILES: dict[str, dict[str, Any]] = {
     "dev": {"clock": (15, 30), "slow": (5, 60), "real": (6, 30), "sleep": 0.8, "shrink": 10},
-    "ci": {"clock": (50, 80), "slow": (10, 150), "real": (15, 40), "sleep": 1.0, "shrink": 20},
+    "ci": {"clock": (50, 80), "slow": (10, 150), "real": (20, 50), "sleep": 1.0, "shrink": 20},
     "nightly": {
         "clock": (600, 80),
         "slow": (150, 150),
@@ -540,15 +540,24 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
         @rule(
             ns=ns_,
             i=inst_,
-            pick=st.integers(0, 63),
+            pick=st.integers(0, 99),
             new=st.one_of(st.none(), st.sampled_from(KEYS)),
             ttl=ttls,
         )
         def rotate_refresh_token(
             self, ns: int, i: int, pick: int, new: str | None, ttl: float
         ) -> None:
+            """Mostly the head of a chain (live, not rotated, not revoked): chains grow."""
+            model = self.models[ns][0]
+            table = model._t["refresh_tokens"]
             known = self.known(ns, "refresh_tokens") or list(KEYS)
-            old = known[pick % len(known)]
+            heads = [
+                k
+                for k in self.known(ns, "refresh_tokens")
+                if model.now < table[k].expires_at and not table[k].rotated and not table[k].revoked
+            ]
+            pool = heads if pick < 70 and heads else known
+            old = pool[pick % len(pool)]
             self.call(ns, i, "rotate_refresh_token", old, new or f"rt{self.steps}", ttl)
 
         @rule(ns=ns_, i=inst_, pick=st.integers(0, 63))
@@ -714,7 +723,7 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
                 return
             p = self.probes
             self.probes += 1
-            ns, i, which = (p // 6) % 2, (p // 12) % instances, p % 6
+            ns, i, which = (p // 7) % 2, (p // 14) % instances, p % 7
             if which == 0:
                 self.call(ns, i, "stats")
             elif which == 1:
@@ -725,6 +734,8 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
                     self.call(ns, i, "get_client", client)
             elif which == 3:
                 self.call(ns, i, "list_clients")
+            elif which == 6:
+                self.expired_probe(ns, i)
             else:
                 kinds = (
                     (("refresh_tokens", "get_refresh_token"), ("access_tokens", "get_access_token"))
@@ -733,6 +744,31 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
                 )
                 for kind, op in kinds:
                     for key in self.known(ns, kind)[:12]:
+                        self.call(ns, i, op, key)
+
+        def expired_probe(self, ns: int, i: int) -> None:
+            """Answer for records past their expiry: EXPIRED while remembered, NOT_FOUND
+            once forgotten (``expired_retention``). These calls change nothing.
+            """
+            model = self.models[ns][0]
+            past = driver.now() - (0.0 if fake is not None else 0.02)
+            ops = (
+                ("codes", "consume_code"),
+                ("states", "consume_state"),
+                ("reset_tokens", "consume_reset_token"),
+                ("challenges", "attempt_challenge"),
+                ("refresh_tokens", "rotate_refresh_token"),
+            )
+            for kind, op in ops:
+                for key in self.known(ns, kind):
+                    entry = model._t[kind].get(key)
+                    if entry is None or entry.expires_at > past:
+                        continue
+                    if kind == "challenges":
+                        self.call(ns, i, op, key, "123456")
+                    elif kind == "refresh_tokens":
+                        self.call(ns, i, op, key, f"rt{self.steps}x", 60.0)
+                    else:
                         self.call(ns, i, op, key)
 
         def teardown(self) -> None:
