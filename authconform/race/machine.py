@@ -747,8 +747,10 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
                         self.call(ns, i, op, key)
 
         def expired_probe(self, ns: int, i: int) -> None:
-            """Answer for records past their expiry: EXPIRED while remembered, NOT_FOUND
-            once forgotten (``expired_retention``). These calls change nothing.
+            """Redeem records past their expiry; these calls change nothing.
+
+            The answer is EXPIRED while the store remembers the record and NOT_FOUND once
+            it is forgotten (``expired_retention``), which shows a wrong physical TTL.
             """
             model = self.models[ns][0]
             past = driver.now() - (0.0 if fake is not None else 0.02)
@@ -831,6 +833,12 @@ def run_machine(
             notes = "\n".join(getattr(exc, "__notes__", ()))
             if isinstance(exc, AssertionError):
                 message = f"{exc}\n{notes}" if notes else str(exc)
+                first = driver.first_message.split("\n", 1)[-1]
+                if first:
+                    message += (
+                        f"\nfirst disagreement found (before shrinking; the seed replays "
+                        f"it):\n{first}"
+                    )
             elif driver.first_failure is not None:
                 # a real-time store: the shrunk program did not fail the same way again
                 message = (
