@@ -104,6 +104,13 @@ METADATA: tuple[dict[str, Any], ...] = (
     {"name": None, "n": 2},
 )
 
+#: the single-use kinds: record class, put and consume operations
+ONCE: dict[str, tuple[type[Any], str, str]] = {
+    "codes": (CodeRecord, "put_code", "consume_code"),
+    "states": (StateRecord, "put_state", "consume_state"),
+    "reset_tokens": (ResetTokenRecord, "put_reset_token", "consume_reset_token"),
+}
+
 #: Hypothesis budget per profile: (examples, steps per example) for stores on the injected
 #: clock, for those whose namespace takes long to empty ("slow": fewer, longer programs,
 #: e.g. a PostgreSQL schema per namespace) and for real-time stores; the real sleep
@@ -111,7 +118,7 @@ METADATA: tuple[dict[str, Any], ...] = (
 SLOW_RESET = 0.05  # seconds to empty both namespaces beyond which "slow" applies
 PROFILES: dict[str, dict[str, Any]] = {
     "dev": {"clock": (15, 30), "slow": (5, 60), "real": (6, 30), "sleep": 0.8, "shrink": 10},
-    "ci": {"clock": (50, 80), "slow": (10, 150), "real": (20, 50), "sleep": 1.0, "shrink": 20},
+    "ci": {"clock": (40, 120), "slow": (10, 150), "real": (20, 50), "sleep": 1.0, "shrink": 20},
     "nightly": {
         "clock": (600, 80),
         "slow": (150, 150),
@@ -242,11 +249,11 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
     fake = driver.clock
     instances = target.instances
     if fake is not None:
-        ttls = st.sampled_from((0.001, 0.35, 1.0, 2.5, 10.0, 3600.0))
+        ttls = st.sampled_from((0.001, 0.35, 1.0, 2.5, 10.0, 60.0, 3600.0, 3600.0))
         windows = st.sampled_from((0.5, 1.0, 10.0, 60.0))
         retentions: tuple[float, ...] = (math.inf,)
     else:
-        ttls = st.sampled_from((0.15, 0.3, 0.5, 60.0))
+        ttls = st.sampled_from((0.15, 0.3, 0.5, 60.0, 60.0))
         windows = st.sampled_from((0.25, 0.5, 60.0))
         retentions = (0.0, 0.25)
     ns_ = st.sampled_from((0, 0, 0, 1))
@@ -257,8 +264,8 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
     clients = st.sampled_from(CLIENTS)
     # a record is drawn as one number and decoded by ``record`` (few choices: fast to
     # generate and to shrink); its client, subject and grant are mostly ones in use
-    code_records = access_records = refresh_records = state_records = st.integers(0, 10**7)
-    reset_records = challenge_records = session_records = code_records
+    code_records = access_records = refresh_records = st.integers(0, 10**7)
+    challenge_records = session_records = code_records
 
     class ContractMachine(RuleBasedStateMachine):
         """Every operation on a backend and on the model; answers must agree."""
@@ -269,6 +276,7 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
             self.retention = 0.0
             self.steps = 0
             self.probes = 0
+            self.last_ns = 0
             self.dropped = False
             self.slept = 0.0
             self.history: list[Operation] = []
@@ -294,6 +302,7 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
         ) -> Any:
             backend = driver.backend(ns, instance, self.retention)
             self.steps += 1
+            self.last_ns = ns
             lo = driver.now()
             try:
                 observed = driver.run(getattr(backend, op)(*args, **kwargs))
@@ -389,12 +398,20 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
             return sorted(self.models[ns][0]._t[kind], key=repr)
 
         def key(self, ns: int, kind: str, pick: int, *, put: bool = False) -> str:
-            """Mostly a key this namespace (or the other) holds, else one of the pool.
+            """Mostly a live key this namespace holds, else any it holds, else the pool.
 
             For a put, mostly one of the pool (a held one would be a Conflict).
             """
+            model = self.models[ns][0]
             known = self.known(ns, kind) or self.known(1 - ns, kind)
-            if pick < (20 if put else 70) and known:
+            if put:
+                if pick < 20 and known:
+                    return str(known[pick % len(known)])
+                return str(KEYS[pick % len(KEYS)])
+            live = [k for k in known if model.now < getattr(model._t[kind].get(k), "expires_at", 0)]
+            if pick < 50 and live:
+                return str(live[pick % len(live)])
+            if pick < 75 and known:
                 return str(known[pick % len(known)])
             return str(KEYS[pick % len(KEYS)])
 
@@ -461,52 +478,6 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
             self.call(ns, i, "verify_client_secret", self.client(ns, cid), sec)
 
         # codes, states, reset tokens ---------------------------------------------------
-        @rule(ns=ns_, i=inst_, k=keys, rec=code_records, ttl=ttls)
-        def put_code(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
-            self.call(
-                ns,
-                i,
-                "put_code",
-                self.key(ns, "codes", k, put=True),
-                self.record(ns, CodeRecord, rec),
-                ttl,
-            )
-
-        @rule(ns=ns_, i=inst_, k=keys)
-        def consume_code(self, ns: int, i: int, k: int) -> None:
-            self.call(ns, i, "consume_code", self.key(ns, "codes", k))
-
-        @rule(ns=ns_, i=inst_, k=keys, rec=state_records, ttl=ttls)
-        def put_state(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
-            self.call(
-                ns,
-                i,
-                "put_state",
-                self.key(ns, "states", k, put=True),
-                self.record(ns, StateRecord, rec),
-                ttl,
-            )
-
-        @rule(ns=ns_, i=inst_, k=keys)
-        def consume_state(self, ns: int, i: int, k: int) -> None:
-            self.call(ns, i, "consume_state", self.key(ns, "states", k))
-
-        @rule(ns=ns_, i=inst_, k=keys, rec=reset_records, ttl=ttls)
-        def put_reset_token(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
-            self.call(
-                ns,
-                i,
-                "put_reset_token",
-                self.key(ns, "reset_tokens", k, put=True),
-                self.record(ns, ResetTokenRecord, rec),
-                ttl,
-            )
-
-        @rule(ns=ns_, i=inst_, k=keys)
-        def consume_reset_token(self, ns: int, i: int, k: int) -> None:
-            self.call(ns, i, "consume_reset_token", self.key(ns, "reset_tokens", k))
-
-        # access and refresh tokens -------------------------------------------------------
         @rule(ns=ns_, i=inst_, k=keys, rec=access_records, ttl=ttls)
         def put_access_token(self, ns: int, i: int, k: int, rec: int, ttl: float) -> None:
             self.call(
@@ -560,11 +531,90 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
             old = pool[pick % len(pool)]
             self.call(ns, i, "rotate_refresh_token", old, new or f"rt{self.steps}", ttl)
 
+        @rule(
+            ns=ns_,
+            i=inst_,
+            pick=st.integers(0, 99),
+            length=st.integers(1, 3),
+            ttl=ttls,
+            replay=st.sampled_from((0, 1)),
+        )
+        def extend_chain(
+            self, ns: int, i: int, pick: int, length: int, ttl: float, replay: int
+        ) -> None:
+            """Rotate the head of a chain ``length`` times: A -> B -> C -> ...
+
+            Then maybe replay its first token (reuse: the whole grant is revoked).
+            """
+            model = self.models[ns][0]
+            table = model._t["refresh_tokens"]
+            heads = [
+                k
+                for k in self.known(ns, "refresh_tokens")
+                if model.now < table[k].expires_at and not table[k].rotated and not table[k].revoked
+            ]
+            if heads:
+                head = heads[pick % len(heads)]
+            else:  # start a chain
+                head = f"rt{self.steps}c"
+                record = self.record(ns, RefreshTokenRecord, pick * 101)
+                self.call(ns, i, "put_refresh_token", head, record, ttl)
+            first = head
+            for n in range(length):
+                new = f"rt{self.steps}c{n}"
+                self.call(ns, i, "rotate_refresh_token", head, new, ttl)
+                head = new
+            if replay:
+                self.call(ns, (i + 1) % instances, "rotate_refresh_token", first, head + "r", ttl)
+
+        @rule(
+            ns=ns_,
+            i=inst_,
+            kind=st.sampled_from(tuple(ONCE)),
+            k=keys,
+            rec=code_records,
+            ttl=ttls,
+        )
+        def put_single_use(self, ns: int, i: int, kind: str, k: int, rec: int, ttl: float) -> None:
+            """put_code, put_state or put_reset_token."""
+            cls, put, _ = ONCE[kind]
+            key = self.key(ns, kind, k, put=True)
+            self.call(ns, i, put, key, self.record(ns, cls, rec), ttl)
+
+        @rule(ns=ns_, i=inst_, kind=st.sampled_from(tuple(ONCE)), k=keys)
+        def consume_single_use(self, ns: int, i: int, kind: str, k: int) -> None:
+            """consume_code, consume_state or consume_reset_token."""
+            self.call(ns, i, ONCE[kind][2], self.key(ns, kind, k))
+
+        @rule(
+            ns=ns_,
+            i=inst_,
+            kind=st.sampled_from(tuple(ONCE)),
+            k=keys,
+            rec=code_records,
+            ttl=ttls,
+            redeem=st.integers(1, 2),
+        )
+        def single_use_flow(
+            self, ns: int, i: int, kind: str, k: int, rec: int, ttl: float, redeem: int
+        ) -> None:
+            """Put a code, state or reset token and redeem it at once (once or twice)."""
+            cls, put, consume = ONCE[kind]
+            key = self.key(ns, kind, k, put=True)
+            self.call(ns, i, put, key, self.record(ns, cls, rec), ttl)
+            for n in range(redeem):
+                self.call(ns, (i + n) % instances, consume, key)
+
         @rule(ns=ns_, i=inst_, pick=st.integers(0, 63))
         def reuse_refresh_token(self, ns: int, i: int, pick: int) -> None:
             """Rotate a token that was already rotated (a chain A->B->C, then A again)."""
-            table = self.models[ns][0]._t["refresh_tokens"]
-            rotated = [k for k in self.known(ns, "refresh_tokens") if table[k].rotated]
+            model = self.models[ns][0]
+            table = model._t["refresh_tokens"]
+            rotated = [
+                k
+                for k in self.known(ns, "refresh_tokens")
+                if table[k].rotated and not table[k].revoked and model.now < table[k].expires_at
+            ]
             if rotated:
                 old = rotated[pick % len(rotated)]
                 self.call(ns, i, "rotate_refresh_token", old, f"rt{self.steps}", 60.0)
@@ -712,20 +762,31 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
 
         @invariant()
         def observe(self) -> None:
-            """After every step, one kind of read in turn, on one namespace and instance.
+            """After every step: ``stats()``, then one more kind of read in turn.
 
-            Reads are what show a wrong write. In turn: stats; the sessions of every
-            subject of the pool (colliding prefixes, globs, cases, normal forms); every
-            client of the pool; the client list; every held refresh and access token;
-            every held code and session.
+            ``stats()`` is of the namespace just used; the other read is on either
+            namespace and each instance in turn.
+
+            Reads are what show a wrong write. In turn: the client list; the sessions of
+            every subject of the pool (colliding prefixes, globs, cases, normal forms);
+            every client of the pool; records past their expiry (EXPIRED or NOT_FOUND);
+            every held refresh and access token; every held code and session.
             """
             if not self.models:
                 return
-            p = self.probes
+            last = self.last_ns
+            try:
+                self._observe(self.probes)
+            finally:
+                self.last_ns = last
+
+        def _observe(self, p: int) -> None:
             self.probes += 1
-            ns, i, which = (p // 7) % 2, (p // 14) % instances, p % 7
+            ns, i, which = self.last_ns, (p // 7) % instances, p % 7
+            self.call(ns, i, "stats")  # every step: counts show most wrong writes at once
+            ns = (p // 7) % 2 if p % 2 else ns
             if which == 0:
-                self.call(ns, i, "stats")
+                self.call(ns, i, "list_clients")
             elif which == 1:
                 for subject in SUBJECTS:
                     self.call(ns, i, "list_sessions", subject)
@@ -733,7 +794,7 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
                 for client in CLIENTS:
                     self.call(ns, i, "get_client", client)
             elif which == 3:
-                self.call(ns, i, "list_clients")
+                self.expired_probe(1 - ns, i)
             elif which == 6:
                 self.expired_probe(ns, i)
             else:
@@ -742,8 +803,12 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
                     if which == 4
                     else (("codes", "get_code"), ("sessions", "get_session"))
                 )
+                model = self.models[ns][0]
                 for kind, op in kinds:
-                    for key in self.known(ns, kind)[:12]:
+                    table = model._t[kind]
+                    held = self.known(ns, kind)
+                    live = [k for k in held if model.now < table[k].expires_at]
+                    for key in (live + [k for k in held if k not in live])[:40]:
                         self.call(ns, i, op, key)
 
         def expired_probe(self, ns: int, i: int) -> None:
