@@ -662,6 +662,32 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
                 ttl * factor,
             )
 
+        @rule(
+            ns=ns_,
+            i=inst_,
+            k=keys,
+            rec=session_records,
+            ttl=ttls,
+            factor=st.sampled_from((1.0, 3.0)),
+            touches=st.lists(ttls, min_size=1, max_size=2),
+        )
+        def session_flow(
+            self,
+            ns: int,
+            i: int,
+            k: int,
+            rec: int,
+            ttl: float,
+            factor: float,
+            touches: list[float],
+        ) -> None:
+            """Create a session and touch it at once (shorter and longer TTLs)."""
+            key = self.key(ns, "sessions", k, put=True)
+            record = self.record(ns, SessionRecord, rec)
+            self.call(ns, i, "create_session", key, record, ttl, ttl * factor)
+            for n, touch in enumerate(touches):
+                self.call(ns, (i + n + 1) % instances, "touch_session", key, touch)
+
         @rule(ns=ns_, i=inst_, k=keys, ttl=ttls)
         def touch_session(self, ns: int, i: int, k: int, ttl: float) -> None:
             self.call(ns, i, "touch_session", self.key(ns, "sessions", k), ttl)
