@@ -1,173 +1,299 @@
-"""The pytest plugin (entry point ``pytest11``): options, fixtures, markers, hooks.
+"""The pytest plugin (entry point ``pytest11``): options, markers, collection of our suites.
 
-Every setting is declared once in ``OPTIONS`` and reachable as a CLI option, an
-environment variable and an ini key, in the order CLI > env > ini > default.
-Heavy imports (drivers, servers) happen lazily inside fixtures.
+It loads in every project where authconform is installed, so it changes nothing that is
+not ours: its policies (spec marks required, ``<category>:`` skip reasons, SHOULD breaches
+reported as warned) apply to the items of the shipped suites only (``authconform/suites``);
+its marks are prefixed ``authconform_``; its fixtures reach our suites only (see
+``authconform.fixtures``); it needs no ini line of the host project (our checks run on our
+own event loop, are collected whatever ``python_files``/``python_functions`` say, and are
+imported by module name without touching ``sys.path``); and it imports nothing heavy until
+a feature is used.
+
+Settings: one table, ``authconform._options.OPTIONS`` (CLI > env > ini > default).
+Sub-plugins (``SUBPLUGINS``) add the live suite's hooks and the reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import os
+import inspect
 import secrets
-import time
-from collections.abc import AsyncIterator, Callable, Generator
-from dataclasses import dataclass, replace
+from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from authconform._options import Option
+from authconform import _options, _session
+from authconform._options import SettingError, resolve, setting
+from authconform._session import (
+    SUITES_DIR,
+    RunConfig,
+    close_loop,
+    is_ours,
+    open_loop,
+    prepare_module,
+    run,
+    run_config,
+    set_run_config,
+)
 from authconform._urls import safe_url
-from authconform.backends._registry import BackendSpec, resolve
-from authconform.contract import BackendSettings, Capability, FakeClock, StorageBackend
+from authconform.backends._registry import BackendSpec
+from authconform.contract import BackendSettings
 from authconform.errors import ConfigurationError
-from authconform.spec import ids as spec_ids
+from authconform.markers import MARKERS
 
-__all__ = ["OPTIONS", "Option", "TestClock"]
+__all__ = ["SKIP_CATEGORIES", "SUBPLUGINS", "SuiteModule"]
 
 SKIP_CATEGORIES = ("not-applicable:", "unavailable:", "disabled:", "not-advertised:")
 
-
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "backend",
-        "storage backend(s): a name (memory, sqlite, fakeredis, redis, postgres, or an "
-        "entry point of group authconform.backends) or package.module:factory; repeat the "
-        "option or give a comma list",
-        default="memory",
-        cli="--backend",
-        multiple=True,
-    ),
-    Option("redis_url", "Redis URL for the redis backend", "redis://127.0.0.1:6379/0"),
-    Option(
-        "postgres_url",
-        "PostgreSQL URL for the postgres backend",
-        "postgresql://postgres@127.0.0.1:5432/test",
-    ),
-    Option(
-        "namespace",
-        "namespace (key prefix / schema) of this run; default: a fresh random one",
-    ),
-    Option("strict", "fail on SHOULD violations too (they are warnings otherwise)", flag=True),
-    Option(
-        "hypothesis_profile",
-        "budget of the model-based (state machine) checks: dev, ci or nightly",
-        "ci",
-    ),
+#: pytest sub-plugins registered when present (each imports nothing heavy at import time)
+SUBPLUGINS = (
+    "authconform.live._pytest",
+    "authconform.report._pytest",
 )
 
 
-def _sub_options() -> tuple[Option, ...]:
-    """Options declared by the live-suite plugin module (authconform.live._pytest)."""
-    live_plugin = _live_plugin()
-    return () if live_plugin is None else tuple(getattr(live_plugin, "LIVE_OPTIONS", ()))
-
-
-def _live_plugin() -> Any:
-    """The live-suite sub-plugin module, or None while it does not exist."""
-    try:
-        return importlib.import_module("authconform.live._pytest")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("authconform.live._pytest", "authconform.live"):
-            return None
-        raise
-
-
-OPTIONS = OPTIONS + _sub_options()
+def _subplugins() -> list[Any]:
+    found = []
+    for name in SUBPLUGINS:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+    return found
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Declare every option of ``OPTIONS`` on the CLI and in the ini file."""
-    group = parser.getgroup("authconform", "authconform conformance suite")
-    for opt in OPTIONS:
-        env_note = f" [env {opt.env}, ini {opt.ini}]"
-        if opt.flag:
-            group.addoption(
-                opt.flag_name,
-                action="store_true",
-                default=None,
-                dest=opt.ini,
-                help=opt.help + env_note,
+    """Declare every option of ``authconform._options.OPTIONS`` (CLI and ini)."""
+    _options.register(parser)
+
+
+def _namespace(config: pytest.Config) -> tuple[str, str]:
+    value, source = resolve(config, "namespace")
+    if value:
+        from authconform.contract._validate import check_namespace
+
+        try:
+            check_namespace(value)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--authconform-namespace={value!r}: {exc}") from None
+        if len(value) > 30:
+            raise pytest.UsageError(
+                f"--authconform-namespace={value!r}: at most 30 characters (the live "
+                "suite derives longer names from it)"
             )
-            parser.addini(opt.ini, opt.help, type="bool", default=False)
-        elif opt.multiple:
-            group.addoption(
-                opt.flag_name, action="append", default=None, dest=opt.ini, help=opt.help + env_note
-            )
-            parser.addini(
-                opt.ini + "s" if not opt.ini.endswith("s") else opt.ini,
-                opt.help,
-                type="linelist",
-                default=[],
-            )
-        else:
-            group.addoption(opt.flag_name, default=None, dest=opt.ini, help=opt.help + env_note)
-            parser.addini(opt.ini, opt.help, default=opt.default or "")
+        return value, source
+    return "ac_" + secrets.token_hex(5), "random"
 
 
-def setting(config: pytest.Config, name: str) -> Any:
-    """Resolve one option: CLI > env > ini > default. Lists for ``multiple`` options."""
-    opt = next(o for o in OPTIONS if o.name == name)
-    cli = config.getoption(opt.ini)
-    if cli is not None:
-        if opt.multiple:
-            return [v.strip() for item in cli for v in item.split(",") if v.strip()]
-        return cli
-    env = os.environ.get(opt.env)
-    if env:
-        if opt.flag:
-            return env.lower() in ("1", "true", "yes", "on")
-        if opt.multiple:
-            return [v.strip() for v in env.split(",") if v.strip()]
-        return env
-    ini_name = opt.ini + ("s" if opt.multiple and not opt.ini.endswith("s") else "")
-    ini = config.getini(ini_name)
-    if opt.flag:
-        return bool(ini)
-    if opt.multiple:
-        values = [v.strip() for item in ini for v in item.split(",") if v.strip()]
-        return values or ([opt.default] if opt.default else [])
-    return ini or opt.default
+def pytest_configure(config: pytest.Config) -> None:
+    """Register marks and sub-plugins; validate settings; resolve the backends."""
+    open_loop()
+    for plugin in _subplugins():
+        if not config.pluginmanager.is_registered(plugin):
+            config.pluginmanager.register(plugin, "authconform-" + plugin.__name__)
+    for line in MARKERS.values():
+        config.addinivalue_line("markers", line)
+    try:
+        _options.validate(config)
+    except SettingError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    from authconform.backends._registry import resolve as resolve_backend
 
-
-class TestClock:
-    """Time for TTL checks: a fake clock the backend reads, or real time (Redis)."""
-
-    __test__ = False
-
-    def __init__(self, *, fake: bool) -> None:
-        """``fake=True`` gives a FakeClock; otherwise real time and real sleeps."""
-        self.fake = FakeClock(start=time.time()) if fake else None
-
-    def now(self) -> float:
-        """The time the backend sees."""
-        return self.fake.now() if self.fake is not None else time.time()
-
-    async def advance(self, seconds: float) -> None:
-        """Let ``seconds`` pass for the backend (sleeping only if the store keeps time)."""
-        if self.fake is not None:
-            self.fake.advance(seconds)
-        else:
-            await asyncio.sleep(seconds)
-
-
-@dataclass
-class RunConfig:
-    """What the plugin resolved at session start."""
-
-    specs: list[BackendSpec]
-    settings: BackendSettings
-
-
-def _settings(config: pytest.Config) -> BackendSettings:
-    namespace = setting(config, "namespace") or "ac_" + secrets.token_hex(5)
-    return BackendSettings(
+    values, source = resolve(config, "backend")
+    try:
+        specs = [resolve_backend(v) for v in values]
+    except ConfigurationError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise pytest.UsageError(f"--backend lists a backend twice: {', '.join(names)}")
+    namespace, ns_source = _namespace(config)
+    settings = BackendSettings(
         namespace=namespace,
         redis_url=setting(config, "redis_url"),
         postgres_url=setting(config, "postgres_url"),
     )
+    server_urls = [u for u in setting(config, "server_url") if u]
+    set_run_config(config, RunConfig(specs, settings, source, ns_source, server_urls))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Close the session event loop."""
+    close_loop()
+
+
+# collection of our suites -------------------------------------------------------------
+
+
+#: the package's own suites directory (``is_ours`` may be pointed elsewhere by self-tests)
+_PACKAGE_SUITES = SUITES_DIR
+
+
+def _module_name(path: Path) -> str | None:
+    path = path.resolve()
+    if not path.is_relative_to(_PACKAGE_SUITES):
+        return None
+    rel = path.relative_to(_PACKAGE_SUITES.parent.parent)
+    return ".".join(rel.with_suffix("").parts)
+
+
+class SuiteModule(pytest.Module):
+    """A module of the shipped suites: imported by its module name, coroutines made sync.
+
+    Collected whatever the host project's ``python_files`` / ``python_functions`` say and
+    whatever its ``--import-mode`` (nothing is added to ``sys.path``).
+    """
+
+    def _getobj(self) -> Any:
+        name = _module_name(self.path)
+        if name is None:  # a self-test's stand-in for our suites: import as pytest does
+            module = super()._getobj()  # type: ignore[no-untyped-call]
+            prepare_module(module)
+            return module
+        try:
+            module = importlib.import_module(name)
+        except pytest.skip.Exception:
+            raise
+        except (ImportError, SyntaxError) as exc:
+            raise self.CollectError(
+                f"cannot import {name} ({self.path}): {type(exc).__name__}: {exc}"
+            ) from exc
+        found = Path(getattr(module, "__file__", "") or "").resolve()
+        if found != self.path.resolve():
+            raise self.CollectError(
+                f"{name} imports from {found}, not from {self.path}: two copies of "
+                "authconform are installed; remove one"
+            )
+        self.config.pluginmanager.consider_module(module)
+        prepare_module(module)
+        return module
+
+    def funcnamefilter(self, name: str) -> bool:
+        """Our checks are the functions named ``test*``."""
+        return name.startswith("test")
+
+    def classnamefilter(self, name: str) -> bool:
+        """Our test classes are named ``Test*``."""
+        return name.startswith("Test")
+
+
+def _is_suite_file(path: Path) -> bool:
+    return path.suffix == ".py" and path.name.startswith("test_") and is_ours(path)
+
+
+_FIXTURES_AT = pytest.StashKey[set[str]]()
+
+
+def _register_fixtures(parent: pytest.Collector) -> None:
+    """Make our fixtures visible to the items under ``authconform/suites`` only.
+
+    ``authconform.fixtures`` is registered at the node of the suites' package, and a
+    suite's own ``_fixtures.py`` (e.g. ``authconform/suites/restart/_fixtures.py``) at
+    that suite's node. There is deliberately no ``conftest.py`` in the package: a
+    conftest outside the host's rootdir would make its fixtures global.
+    """
+    done = parent.session.stash.setdefault(_FIXTURES_AT, set())
+    for node in parent.iter_parents():
+        path = getattr(node, "path", None)
+        if path is None or not isinstance(node, pytest.Collector):
+            continue
+        path = Path(path).resolve()
+        if path == _session.SUITES_DIR:
+            module = "authconform.fixtures"
+        elif path.parent == _PACKAGE_SUITES and (path / "_fixtures.py").exists():
+            module = f"authconform.suites.{path.name}._fixtures"
+        else:
+            continue
+        key = f"{module}@{node.nodeid}"
+        if key not in done:
+            done.add(key)
+            manager = parent.session._fixturemanager  # noqa: SLF001
+            manager.parsefactories(holder=importlib.import_module(module), node=node)
+
+
+def _make_module(parent: pytest.Collector, path: Path) -> SuiteModule:
+    """A ``SuiteModule`` whose node id is its place in the package.
+
+    Node ids of files outside the host's rootdir would otherwise be relative to the
+    command-line argument (``test_clients.py::...``), the same for the contract and the
+    live suite's ``test_authorization_codes.py``; ``authconform/suites/contract/...`` is
+    unique, stable across installs, and what ``--deselect`` and the reports show.
+    """
+    _register_fixtures(parent)
+    name = _module_name(path)
+    if name is None:
+        return SuiteModule.from_parent(parent, path=path)
+    nodeid = "/".join(name.split(".")) + ".py"
+    return SuiteModule.from_parent(parent, path=path, nodeid=nodeid)
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> Any:
+    """Collect our suite files as ``SuiteModule``."""
+    if _is_suite_file(module_path):
+        return _make_module(parent, module_path)
+    return None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
+    """Collect our suite files even when the host's ``python_files`` would not match them."""
+    if not _is_suite_file(file_path) or parent.session.isinitpath(file_path):
+        return None
+    from _pytest.pathlib import fnmatch_ex
+
+    patterns = parent.config.getini("python_files")
+    if any(fnmatch_ex(p, file_path) for p in patterns):
+        return None  # the python plugin collects it (through pytest_pycollect_makemodule)
+    return _make_module(parent, file_path)
+
+
+def uses_our_fixture(metafunc: pytest.Metafunc, name: str) -> bool:
+    """True when fixture ``name`` of this test resolves to authconform's own definition."""
+    if name not in metafunc.fixturenames:
+        return False
+    from authconform import fixtures
+
+    defs = metafunc._arg2fixturedefs.get(name)  # noqa: SLF001
+    ours = getattr(fixtures, name, None)
+    if not defs or ours is None:
+        return False
+    unwrap = getattr(ours, "_get_wrapped_function", None)
+    return defs[-1].func is (unwrap() if unwrap is not None else ours)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that uses our ``backend_spec`` by the selected backends."""
+    if uses_our_fixture(metafunc, "backend_spec"):
+        specs = run_config(metafunc.config).specs
+        metafunc.parametrize(
+            "backend_spec", specs, ids=[s.name for s in specs], indirect=True, scope="session"
+        )
+
+
+def _uses_our_fixtures(item: pytest.Function) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        func = getattr(defs[-1], "func", None) if defs else None
+        if getattr(func, "__module__", "").startswith("authconform."):
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A host project's coroutine test that uses our fixtures runs on our event loop.
+
+    (Our own checks are plain functions by now; this is for projects that opted in with
+    ``pytest_plugins = ["authconform.fixtures"]``: their backend lives on our loop.)
+    """
+    if not inspect.iscoroutinefunction(pyfuncitem.obj) or not _uses_our_fixtures(pyfuncitem):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames  # noqa: SLF001
+    run(pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names}))
+    return True
 
 
 def _probe(spec: BackendSpec, settings: BackendSettings) -> None:
@@ -193,190 +319,68 @@ def _probe(spec: BackendSpec, settings: BackendSettings) -> None:
         raise pytest.UsageError(
             f"backend {spec.name}: cannot reach {spec.service} at {safe_url(url)} ({detail}). "
             f"Start {spec.service} there, or point at one with "
-            f"--authconform-{opt.replace('_', '-')}, env AUTHCONFORM_{opt.upper()} "
-            f"or ini authconform_{opt}."
+            f"{_options.option(opt).spellings()}."
         )
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register markers and sub-plugins; resolve backends (unknown ones are usage errors)."""
-    live_plugin = _live_plugin()
-    if live_plugin is not None:
-        if not config.pluginmanager.is_registered(live_plugin):
-            config.pluginmanager.register(live_plugin, "authconform-live")
-    config.addinivalue_line(
-        "markers", "spec(*ids, level='MUST'): normative text this check enforces"
-    )
-    config.addinivalue_line(
-        "markers", "requires(*capabilities): storage capabilities the check needs"
-    )
-    config.addinivalue_line("markers", "race: a concurrency check")
-    config.addinivalue_line("markers", "restart: a check that restarts or kills a process")
-    config.addinivalue_line("markers", "live: a check of a live server over HTTP")
-    try:
-        specs = [resolve(v) for v in setting(config, "backend")]
-    except ConfigurationError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise pytest.UsageError(f"--backend lists a backend twice: {', '.join(names)}")
-    config.stash[_RUN] = RunConfig(specs, _settings(config))
-
-
-_RUN = pytest.StashKey[RunConfig]()
-
-
-def run_config(config: pytest.Config) -> RunConfig:
-    """The resolved configuration of this run."""
-    return config.stash[_RUN]
 
 
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """Validate spec markers; probe the stores the collected tests will use."""
+    """Our checks must cite their spec; probe the stores our collected checks will use."""
+    from authconform.spec import ids as spec_ids
+
     needs_backend = False
     for item in items:
-        for mark in item.iter_markers("spec"):
+        if "backend_spec" in getattr(item, "fixturenames", ()):
+            needs_backend = True
+        if not is_ours(getattr(item, "path", None)):
+            continue
+        marks = list(item.iter_markers("authconform_spec"))
+        if not marks:
+            raise pytest.UsageError(f"{item.nodeid}: a check needs @spec(...) (authconform_spec)")
+        for mark in marks:
             level = mark.kwargs.get("level", "MUST")
             for spec_id in mark.args:
                 try:
                     spec_ids.parse(spec_id, level)
                 except ValueError as exc:
                     raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
-        is_suite = "suites" in item.path.parts and "selftest" not in item.path.parts
-        if is_suite and item.get_closest_marker("spec") is None:
-            raise pytest.UsageError(f"{item.nodeid}: a check needs @pytest.mark.spec(...)")
-        if "backend_spec" in getattr(item, "fixturenames", ()):
-            needs_backend = True
     if needs_backend:
         run = run_config(config)
         for spec in run.specs:
             _probe(spec, run.settings)
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize every test that uses a backend by the selected backends."""
-    if "backend_spec" in metafunc.fixturenames:
-        specs = run_config(metafunc.config).specs
-        metafunc.parametrize(
-            "backend_spec", specs, ids=[s.name for s in specs], indirect=True, scope="session"
-        )
+def selection_lines(config: pytest.Config) -> list[str]:
+    """What this run selected, with where each setting came from (run header, reports)."""
+    run = run_config(config)
+    source = run.backend_source
+    backends = ", ".join(f"{s.name} ({s.source})" for s in run.specs)
+    lines = [f"authconform: backends: {backends} [from {source}]"]
+    if run.server_urls:
+        lines.append(f"authconform: targets: {', '.join(run.server_urls)}")
+    lines.append(f"authconform: namespace: {run.settings.namespace} [{run.namespace_source}]")
+    return lines
 
 
-@pytest.fixture(scope="session")
-def backend_spec(request: pytest.FixtureRequest) -> BackendSpec:
-    """The backend under test (parametrized)."""
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture(scope="session")
-def clock(backend_spec: BackendSpec) -> TestClock:
-    """The clock the backend under test reads."""
-    return TestClock(fake=backend_spec.uses_clock)
-
-
-@pytest.fixture(scope="session")
-def backend_settings(
-    request: pytest.FixtureRequest, backend_spec: BackendSpec, clock: TestClock
-) -> BackendSettings:
-    """Settings of the run's namespace for the backend under test."""
-    base = run_config(request.config).settings
-    if clock.fake is not None:
-        base = replace(base, clock=clock.fake)
-    if backend_spec.name == "sqlite" or "sqlite" in backend_spec.source:
-        tmp = request.config._tmp_path_factory.mktemp("sqlite")  # type: ignore[attr-defined]
-        base = replace(base, sqlite_path=str(tmp / "authconform.sqlite3"))
-    return base
-
-
-def _check_capabilities(item: pytest.Item, backend: StorageBackend) -> None:
-    marker = item.get_closest_marker("requires")
-    if marker is None:
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Print the selection when the run collected checks of ours."""
+    if not any(is_ours(getattr(i, "path", None)) for i in session.items):
         return
-    missing = [
-        c for c in marker.args if isinstance(c, Capability) and c not in backend.capabilities
-    ]
-    if missing:
-        names = ", ".join(c.value for c in missing)
-        pytest.skip(f"not-applicable: backend {backend.name} does not declare {names}")
-
-
-try:  # pytest-asyncio is a dependency; keep import errors readable
-    import pytest_asyncio
-except ImportError as exc:  # pragma: no cover
-    raise ImportError("authconform needs pytest-asyncio: pip install pytest-asyncio") from exc
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def _session_backend(
-    backend_spec: BackendSpec, backend_settings: BackendSettings
-) -> AsyncIterator[StorageBackend]:
-    backend = backend_spec.factory(backend_settings)
-    try:
-        yield backend
-    finally:
-        try:
-            await backend.drop_namespace()
-        finally:
-            await backend.close()
-
-
-@pytest.fixture
-def backend(request: pytest.FixtureRequest, _session_backend: StorageBackend) -> StorageBackend:
-    """The backend under test, in this run's namespace; skips by ``requires``."""
-    _check_capabilities(request.node, _session_backend)
-    return _session_backend
-
-
-BackendFactory = Callable[..., StorageBackend]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def backend_factory(
-    request: pytest.FixtureRequest,
-    backend_spec: BackendSpec,
-    backend_settings: BackendSettings,
-) -> AsyncIterator[BackendFactory]:
-    """Make more instances: ``make(namespace=None, outage=False)``.
-
-    ``namespace=None`` shares the run's namespace (another process of the same
-    deployment); a new namespace is dropped at teardown; ``outage=True`` gives a
-    backend whose store is down (skips as not-applicable if the backend has none).
-    """
-    made: list[tuple[StorageBackend, bool]] = []
-
-    def make(namespace: str | None = None, *, outage: bool = False) -> StorageBackend:
-        settings = backend_settings
-        if namespace is not None:
-            settings = replace(settings, namespace=namespace)
-        if outage:
-            down = backend_spec.outage_settings(settings)
-            if down is None:
-                pytest.skip(
-                    f"not-applicable: backend {backend_spec.name} has no store that can be down"
-                )
-            settings = down
-        instance = backend_spec.factory(settings)
-        _check_capabilities(request.node, instance)
-        made.append((instance, namespace is not None and not outage))
-        return instance
-
-    yield make
-    for instance, drop in reversed(made):
-        try:
-            if drop:
-                await instance.drop_namespace()
-        finally:
-            await instance.close()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        for line in selection_lines(session.config):
+            reporter.write_line(line)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Turn a skip without a ``<category>: <sentence>`` reason into a failure."""
+    """A skip of ours without a ``<category>: <sentence>`` reason is a failure."""
     report = yield
+    if not is_ours(getattr(item, "path", None)):
+        return report
     if report.skipped and isinstance(report.longrepr, tuple) and not hasattr(report, "wasxfail"):
         reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         if not reason.startswith(SKIP_CATEGORIES):

@@ -13,12 +13,12 @@ attributes the harness reads:
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from authconform._imports import ImportFailure, import_object
 from authconform.contract import BackendSettings, StorageBackend
 from authconform.errors import ConfigurationError
 
@@ -73,26 +73,12 @@ def available() -> dict[str, str]:
     return names
 
 
-def _load(path: str, what: str) -> Factory:
-    module_name, _, attr = path.partition(":")
+def _load(path: str, what: str, extra: str | None = None) -> Factory:
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        hint = ""
-        if module_name.startswith("authconform.backends."):
-            extra = module_name.rsplit(".", 1)[1]
-            hint = f"; install the extra: pip install 'authconform[{extra}]'"
-        raise ConfigurationError(
-            f"backend {what}: cannot import {module_name}: {exc}{hint}"
-        ) from None
-    target: object = module
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise ConfigurationError(f"backend {what}: {module_name} has no attribute {attr!r}")
-    if not callable(target):
-        raise ConfigurationError(f"backend {what}: {path} is not callable")
-    return target
+        return import_object(path, what="factory")  # type: ignore[no-any-return]
+    except ImportFailure as exc:
+        hint = f"; install the extra: pip install 'authconform[{extra}]'" if extra else ""
+        raise ConfigurationError(f"backend {what}: {exc}{hint}") from None
 
 
 def resolve(value: str) -> BackendSpec:
@@ -108,7 +94,10 @@ def resolve(value: str) -> BackendSpec:
             source=value,
         )
     if value in BUILTINS:
-        return BackendSpec(value, _load(BUILTINS[value], repr(value)), "authconform (built-in)")
+        extra = value if value in ("redis", "fakeredis", "postgres") else None
+        return BackendSpec(
+            value, _load(BUILTINS[value], repr(value), extra), "authconform (built-in)"
+        )
     if os.environ.get("AUTHCONFORM_NO_PLUGINS") != "1":
         for ep in entry_points(group=GROUP):
             if ep.name == value:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import importlib
 import inspect
 import secrets
 from collections import Counter
@@ -16,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from authconform.live._discovery import Discovery, discover, initialize_request
+from authconform.live._drivers import BUILTIN_DRIVERS, load_driver
 from authconform.live._record import Exchange, LiveFailure
 from authconform.live._target import Target, origin
 
@@ -162,29 +162,6 @@ class _Forms(HTMLParser):
                 self.forms[-1]["buttons"].append((a["name"], a.get("value", "")))
             elif kind not in ("checkbox", "radio") or "checked" in a:
                 self.forms[-1]["fields"].append((a["name"], a.get("value", "")))
-
-
-BUILTIN_DRIVERS = ("auto", "redirect", "form")
-
-
-def load_driver(spec: str) -> Callable[..., Any]:
-    """Import a ``package.module:callable`` driver; ``ValueError`` saying why not."""
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(
-            f"expected {', '.join(BUILTIN_DRIVERS)} or package.module:callable, got {spec!r}"
-        )
-    try:
-        fn: Any = importlib.import_module(module)
-    except ImportError as exc:
-        raise ValueError(f"cannot import {module}: {exc}") from None
-    for part in attr.split("."):
-        fn = getattr(fn, part, None)
-        if fn is None:
-            raise ValueError(f"{module} has no attribute {attr!r}")
-    if not callable(fn):
-        raise ValueError(f"{spec} is not callable")
-    return fn  # type: ignore[no-any-return]
 
 
 @dataclass

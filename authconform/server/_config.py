@@ -7,7 +7,6 @@ travel as ``module:callable`` strings and are imported in each worker.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from authconform._imports import ImportFailure, import_object
 from authconform.errors import ConfigurationError
 
 __all__ = [
@@ -128,20 +128,10 @@ def parse_delay(text: str) -> Delay:
 
 def load_callable(path: str, what: str) -> Callable[..., Any]:
     """Import ``package.module:attr`` and return it; ``ConfigurationError`` otherwise."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(f"{what} {path!r}: expected package.module:callable")
     try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"{what} {path!r}: cannot import {module_name}: {exc}") from None
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise ConfigurationError(f"{what} {path!r}: {module_name} has no attribute {attr!r}")
-    if not callable(target):
-        raise ConfigurationError(f"{what} {path!r} is not callable")
-    return target  # type: ignore[no-any-return]
+        return import_object(path, what="callable")  # type: ignore[no-any-return]
+    except ImportFailure as exc:
+        raise ConfigurationError(f"{what} {path!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,12 @@ from __future__ import annotations
 import os
 import re
 import socket
+from pathlib import Path
 
 import pytest
 
+import authconform._session
 from fixtures.mutants.harness import clean_env
-
-INI = """
-[pytest]
-asyncio_default_fixture_loop_scope = session
-asyncio_default_test_loop_scope = session
-"""
 
 STORE_CHECK = """
 async def test_uses_the_store(backend):
@@ -28,10 +24,20 @@ async def test_uses_the_store(backend):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A throw-away project that opted in to our fixtures (as a backend author's does)."""
     clean_env(monkeypatch)
     monkeypatch.delenv("AUTHCONFORM_NO_PLUGINS", raising=False)
-    pytester.makeini(INI)
+    pytester.makeconftest('pytest_plugins = ["authconform.fixtures"]\n')
     return pytester
+
+
+@pytest.fixture
+def ours(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory the plugin treats as our shipped suites (in-process runs only)."""
+    clean_env(monkeypatch)
+    root = pytester.mkdir("oursuites")
+    monkeypatch.setattr(authconform._session, "SUITES_DIR", root.resolve())
+    return root
 
 
 def free_port() -> int:
@@ -141,30 +147,39 @@ def test_unreachable_store_is_not_probed_when_no_check_needs_a_backend(
     result.assert_outcomes(passed=1)
 
 
-def test_skip_without_a_category_is_a_failure(project: pytest.Pytester) -> None:
-    project.makepyfile(
-        test_skips="""
-        import pytest
+SKIPS = """
+import pytest
 
-        def test_bare_skip():
-            pytest.skip()
+def test_bare_skip():
+    pytest.skip()
 
-        def test_uncategorised_reason():
-            pytest.skip("the store is slow today")
+def test_uncategorised_reason():
+    pytest.skip("the store is slow today")
 
-        @pytest.mark.skip(reason="later")
-        def test_marker_without_category():
-            pass
+@pytest.mark.skip(reason="later")
+def test_marker_without_category():
+    pass
 
-        def test_categorised_reason():
-            pytest.skip("unavailable: redis at 127.0.0.1:1 refused; start it")
+def test_categorised_reason():
+    pytest.skip("unavailable: redis at 127.0.0.1:1 refused; start it")
 
-        @pytest.mark.skip(reason="not-applicable: memory keeps no restart state")
-        def test_categorised_marker():
-            pass
-        """
-    )
-    result = project.runpytest("-p", "no:cacheprovider", "-rA")
+@pytest.mark.skip(reason="not-applicable: memory keeps no restart state")
+def test_categorised_marker():
+    pass
+"""
+
+
+def _spec_marked(source: str) -> str:
+    """The same checks, each citing a spec (our checks must)."""
+    return source.replace("\ndef test_", "\n@pytest.mark.authconform_spec('RFC6749-4.1.2')"
+                          "\ndef test_")
+
+
+def test_skip_of_ours_without_a_category_is_a_failure(
+    pytester: pytest.Pytester, ours: Path
+) -> None:
+    (ours / "test_skips.py").write_text(_spec_marked(SKIPS))
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rA", str(ours))
     # a skip marker is evaluated at setup, so it turns into an error rather than a failure
     result.assert_outcomes(failed=2, errors=1, skipped=2)
     output = result.stdout.str()
@@ -178,27 +193,33 @@ def test_skip_without_a_category_is_a_failure(project: pytest.Pytester) -> None:
     )
 
 
-def test_check_under_suites_without_a_spec_marker_is_a_usage_error(
-    project: pytest.Pytester,
+def test_skips_of_a_users_own_tests_stay_skips(pytester: pytest.Pytester, ours: Path) -> None:
+    pytester.makepyfile(test_skips=SKIPS)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rA", "test_skips.py")
+    result.assert_outcomes(skipped=5)
+    assert "skip reason must start" not in result.stdout.str()
+
+
+def test_check_of_ours_without_a_spec_marker_is_a_usage_error(
+    pytester: pytest.Pytester, ours: Path
 ) -> None:
-    checks = project.mkdir("suites") / "contract"
-    checks.mkdir()
-    (checks / "test_unmarked.py").write_text(
+    (ours / "test_unmarked.py").write_text(
         "import pytest\n\n"
-        "@pytest.mark.spec('RFC6749-4.1.2')\n"
+        "@pytest.mark.authconform_spec('RFC6749-4.1.2')\n"
         "def test_marked():\n    pass\n\n"
         "def test_unmarked():\n    pass\n"
     )
-    result = project.runpytest("-p", "no:cacheprovider", "suites")
-    line = assert_clean_usage_error(result)
-    assert "test_unmarked" in line and "@pytest.mark.spec" in line, line
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", str(ours))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert "test_unmarked" in output and "@spec(...)" in output, output
 
 
-def test_selftests_need_no_spec_marker(project: pytest.Pytester) -> None:
-    selftests = project.mkdir("suites") / "selftest"
-    selftests.mkdir()
-    (selftests / "test_plain.py").write_text("def test_plain():\n    pass\n")
-    project.runpytest("-p", "no:cacheprovider", "suites").assert_outcomes(passed=1)
+def test_users_own_tests_need_no_spec_marker(pytester: pytest.Pytester, ours: Path) -> None:
+    checks = pytester.mkdir("suites") / "contract"
+    checks.mkdir()
+    (checks / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    pytester.runpytest_inprocess("-p", "no:cacheprovider", "suites").assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize(
@@ -210,17 +231,14 @@ def test_selftests_need_no_spec_marker(project: pytest.Pytester) -> None:
     ],
 )
 def test_bad_spec_marker_is_a_usage_error(
-    project: pytest.Pytester, spec_id: str, level: str, problem: str
+    pytester: pytest.Pytester, ours: Path, spec_id: str, level: str, problem: str
 ) -> None:
-    project.makepyfile(
-        test_bad=f"""
-        import pytest
-
-        @pytest.mark.spec({spec_id!r}, level={level!r})
-        def test_cites_nonsense():
-            pass
-        """
+    (ours / "test_bad.py").write_text(
+        "import pytest\n\n"
+        f"@pytest.mark.authconform_spec({spec_id!r}, level={level!r})\n"
+        "def test_cites_nonsense():\n    pass\n"
     )
-    result = project.runpytest("-p", "no:cacheprovider")
-    line = assert_clean_usage_error(result)
-    assert problem in line, line
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", str(ours))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert problem in output, output

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from authconform.live._selftest import run_live, summary
+from fixtures.live_harness import run_live, summary
 
 MODES = ("html", "garbage", "redirect", "hang", "broken")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from authconform.live._selftest import run_live, summary
+from fixtures.live_harness import run_live, summary
 
 MUTANTS = {
     "code_reusable": ["test_code_is_single_use"],

@@ -38,9 +38,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+import authconform._session
 from authconform.live import LiveFailure, Target, discover
 from authconform.live._reference import ReferenceServer, start_reference
-from authconform.live._selftest import ROOT, Outcome, run_live, summary
+from fixtures.live_harness import ROOT, Outcome, run_live, summary
 
 FAST = ("--authconform-flows=3", "--authconform-max-wait=5")
 RS_CHECKS = (
@@ -163,7 +164,8 @@ def test_bad_driver_or_client_options_are_usage_errors(
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     result = pytester.runpytest_subprocess(
-        str(ROOT / "suites/live"), "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT),
+        str(ROOT / "authconform/suites/live"), "-c", str(ROOT / "pyproject.toml"),
+        "--rootdir", str(ROOT),
         "-p", "no:cacheprovider", *args, timeout=120,
     )
     err = result.stderr.str()
@@ -418,45 +420,57 @@ def test_refresh_reuse_strictness_depends_on_client_type(
     assert f"confidential client (client_secret_post): {says}" in out, out[-2000:]
 
 
-# -- 6. SHOULD severity from the spec marker, for any test ---------------------------------
-SEVERITY_TESTS = '''
+# -- 6. SHOULD severity from the spec marker, for any check of ours ------------------------
+SEVERITY_TESTS = """
 import pytest
 
+spec = pytest.mark.authconform_spec
 
-@pytest.mark.spec("RFC6749-10.13", level="SHOULD")
+
+@spec("RFC6749-10.13", level="SHOULD")
 def test_should_level_breach():
     assert "framing allowed" == "framing denied"
 
 
-@pytest.mark.spec("RFC6749-10.13")
+@spec("RFC6749-10.13")
 def test_must_level_breach():
     assert 1 == 2
 
 
-@pytest.mark.spec("RFC6749-10.13", level="SHOULD")
+@spec("RFC6749-10.13", level="SHOULD")
 def test_should_level_pass():
     pass
-'''
+"""
 
 
 @pytest.mark.parametrize("strict", [False, True], ids=["default", "strict"])
-def test_should_marker_downgrades_any_failing_test_to_warned(
+def test_should_marker_downgrades_a_failing_check_of_ours_to_warned(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, strict: bool
 ) -> None:
-    path = pytester.makepyfile(test_severity=SEVERITY_TESTS)
+    ours = pytester.mkdir("oursuites")
+    monkeypatch.setattr(authconform._session, "SUITES_DIR", ours.resolve())
+    (ours / "test_severity.py").write_text(SEVERITY_TESTS)
     args = ["--authconform-strict"] if strict else []
-    result, outcomes = run_live(pytester, monkeypatch, *args, path=str(path))
-    should = _outcome(outcomes, "test_should_level_breach")
-    assert _outcome(outcomes, "test_must_level_breach").outcome == "failed"
-    assert _outcome(outcomes, "test_should_level_pass").outcome == "passed"
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", str(ours), *args)
     out = result.stdout.str()
     if strict:
-        assert should.outcome == "failed", should
+        result.assert_outcomes(failed=2, passed=1)
         assert "SHOULD-level warnings" not in out
     else:
-        assert should.outcome == "warned", should
+        counts = result.parseoutcomes()
+        assert (counts.get("failed"), counts.get("passed"), counts.get("warned")) == (1, 1, 1)
         assert "::test_should_level_breach: AssertionError: assert 'framing allowed'" in out, out
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_should_marker_changes_nothing_in_a_users_own_tests(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(authconform._session, "SUITES_DIR", (pytester.path / "none").resolve())
+    pytester.makepyfile(test_severity=SEVERITY_TESTS)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2, passed=1)
+    assert "WARNED" not in result.stdout.str()
 
 
 # -- the MCP endpoint implementations -----------------------------------------------------

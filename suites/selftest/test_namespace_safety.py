@@ -8,7 +8,8 @@ chose, and we check that everything we planted is unchanged and that no key or s
 the run's namespace (or of namespaces derived from it) remains.
 
 That last check sees every namespace a check creates only because the contract checks
-derive their extra namespaces from the run's (``suites.contract._helpers.fresh_namespace``:
+derive their extra namespaces from the run's
+(``authconform.suites.contract._helpers.fresh_namespace``:
 ``<run namespace>_<hex>``); the two cheap checks below keep it that way.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from authconform.contract import BackendSettings
+from authconform.suites.contract._helpers import NAMESPACE_ROOM, fresh_namespace
 from fixtures.mutants.harness import (
     POSTGRES_URL,
     REDIS_URL,
@@ -31,7 +33,6 @@ from fixtures.mutants.harness import (
     run_suite,
     service_unavailable,
 )
-from suites.contract._helpers import NAMESPACE_ROOM, fresh_namespace
 
 NAMESPACE = re.compile(r"[a-z0-9_]{1,40}")
 
@@ -53,7 +54,7 @@ def test_extra_namespaces_are_derived_from_the_run_namespace(run_namespace: str)
 def test_contract_checks_make_no_namespace_of_their_own() -> None:
     """No contract check spells a namespace (``"ac_..."``): they all use fresh_namespace()."""
     found = []
-    for path in sorted((REPO / "suites" / "contract").glob("test_*.py")):
+    for path in sorted((REPO / "authconform" / "suites" / "contract").glob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 if re.match(r"ac_", node.value):

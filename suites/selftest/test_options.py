@@ -15,8 +15,6 @@ from fixtures.mutants.harness import clean_env
 
 INI = """
 [pytest]
-asyncio_default_fixture_loop_scope = session
-asyncio_default_test_loop_scope = session
 {extra}
 """
 
@@ -43,6 +41,7 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
     clean_env(monkeypatch)
     monkeypatch.delenv("AUTHCONFORM_NO_PLUGINS", raising=False)
     pytester.makepyfile(test_check=CHECK, mybackends=BACKENDS_MODULE)
+    pytester.makeconftest('pytest_plugins = ["authconform.fixtures"]\n')
     pytester.syspathinsert()
     write_ini(pytester)
     return pytester
@@ -65,26 +64,26 @@ def test_default_backend_is_memory(project: pytest.Pytester) -> None:
     assert selected(project) == ["memory"]
 
 
-def test_ini_authconform_backends_beats_the_default(project: pytest.Pytester) -> None:
-    write_ini(project, "authconform_backends =\n    mybackends:gamma\n    memory")
+def test_ini_authconform_backend_beats_the_default(project: pytest.Pytester) -> None:
+    write_ini(project, "authconform_backend =\n    mybackends:gamma\n    memory")
     assert selected(project) == ["gamma", "memory"]
 
 
 def test_ini_backends_also_take_a_comma_list(project: pytest.Pytester) -> None:
-    write_ini(project, "authconform_backends = mybackends:gamma, memory")
+    write_ini(project, "authconform_backend = mybackends:gamma, memory")
     assert selected(project) == ["gamma", "memory"]
 
 
 def test_env_comma_list_beats_ini(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_ini(project, "authconform_backends = mybackends:gamma")
+    write_ini(project, "authconform_backend = mybackends:gamma")
     monkeypatch.setenv("AUTHCONFORM_BACKEND", "mybackends:beta, memory")
     assert selected(project) == ["beta", "memory"]
 
 
 def test_cli_beats_env_and_ini(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_ini(project, "authconform_backends = mybackends:gamma")
+    write_ini(project, "authconform_backend = mybackends:gamma")
     monkeypatch.setenv("AUTHCONFORM_BACKEND", "mybackends:beta")
     assert selected(project, "--backend=mybackends:alpha") == ["alpha"]
 
@@ -241,3 +240,57 @@ def test_a_plugin_cannot_shadow_a_builtin_name(project: pytest.Pytester) -> None
         """
     )
     assert selected(project, "--backend=memory") == ["memory"]
+
+
+def test_the_ini_key_help_names_is_the_one_read(project: pytest.Pytester) -> None:
+    result = project.runpytest_inprocess("--help")
+    text = " ".join(result.stdout.str().split())
+    assert "[env AUTHCONFORM_BACKEND, ini authconform_backend]" in text
+    assert "authconform_backend (linelist)" in text
+    write_ini(project, "authconform_backend = mybackends:gamma")
+    assert selected(project) == ["gamma"]
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "hint"),
+    [
+        ("ini", "authconform_backends = mybackends:gamma", "authconform_backend"),
+        ("ini", "authconform_redis = redis://x", "authconform_redis_url"),
+        ("env", "AUTHCONFORM_BACKENDS", "AUTHCONFORM_BACKEND"),
+        ("env", "AUTHCONFORM_TIMEOUTS", "AUTHCONFORM_TIMEOUT"),
+    ],
+)
+def test_unknown_setting_of_ours_is_a_usage_error_naming_the_right_one(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str, text: str, hint: str
+) -> None:
+    if where == "ini":
+        write_ini(project, text)
+    else:
+        monkeypatch.setenv(text, "mybackends:gamma")
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "-o", "strict_config=false")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    error = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert len(error) == 1 and f"did you mean {hint}?" in error[0], result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--authconform-timeout=abc"],
+        ["--authconform-flows=0"],
+        ["--authconform-max-wait=-1"],
+        ["--authconform-instances=two"],
+        ["--authconform-client-auth=private_key_jwt"],
+        ["--server-url=not-a-url"],
+        ["--server-url=ftp://example.com/"],
+        ["--authconform-redis-url=http://127.0.0.1:6379"],
+    ],
+)
+def test_malformed_option_value_is_one_usage_error(
+    project: pytest.Pytester, args: list[str]
+) -> None:
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    error = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert len(error) == 1, result.stderr.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
