@@ -16,12 +16,13 @@ import time
 
 import pytest
 
+from authconform._options import setting
 from authconform.backends._registry import BackendSpec
 from authconform.contract import BackendSettings
-from authconform.pytest_plugin import setting
+from authconform.markers import race, spec
 from authconform.race.machine import PROFILES, MachineFailure, Target, run_machine
 
-pytestmark = [pytest.mark.race]
+pytestmark = [race]
 
 #: timestamps may be later than the model's by up to 1 ms (rounding up to the
 #: millisecond is allowed, see docs/contract.md "TTL precision"); stores with their own
@@ -30,12 +31,17 @@ CLOCK_TOLERANCE = 0.001
 REAL_TOLERANCE = 0.005
 
 
-def _replay(request: pytest.FixtureRequest, spec: BackendSpec, profile: str, seed: int) -> str:
-    backend = spec.source if ":" in spec.source else spec.name
+def _replay(
+    request: pytest.FixtureRequest, backend_spec: BackendSpec, profile: str, seed: int
+) -> str:
+    backend = backend_spec.source if ":" in backend_spec.source else backend_spec.name
     return shlex.join(
         [
             "pytest",
-            request.node.nodeid,
+            "--pyargs",
+            "authconform.suites.race.test_state_machine",
+            "-k",
+            request.node.name,
             f"--backend={backend}",
             f"--authconform-hypothesis-profile={profile}",
             f"--hypothesis-seed={seed}",
@@ -43,7 +49,7 @@ def _replay(request: pytest.FixtureRequest, spec: BackendSpec, profile: str, see
     )
 
 
-@pytest.mark.spec("CONTRACT-executable-model", level="MUST")
+@spec("CONTRACT-executable-model", level="MUST")
 def test_every_answer_is_the_contract_models(
     request: pytest.FixtureRequest, backend_spec: BackendSpec, backend_settings: BackendSettings
 ) -> None:
