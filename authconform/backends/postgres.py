@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -174,14 +175,16 @@ QUERIES: dict[str, str] = {
     "client_get_for_update": "SELECT record FROM {s}.clients WHERE key = %s FOR UPDATE",
     "client_set": "UPDATE {s}.clients SET record = %s WHERE key = %s",
     # the client's codes, states and access tokens go; its refresh tokens are marked
-    # revoked (kept, so a replay is still recognised); one statement, so atomic
+    # revoked (kept, so a replay is still recognised); one statement, so atomic. A record
+    # of a client starts with the text %(owner)s = {"client_id":<JSON string>, (client_id
+    # is every such record's first field); no JSON parsing in SQL, which fails on \u0000
     "client_delete": "WITH c AS (DELETE FROM {s}.clients WHERE key = %(id)s RETURNING key), "
     + ", ".join(
-        f"{kind} AS (DELETE FROM {{s}}.{kind} WHERE (record::json ->> 'client_id') = %(id)s)"
+        f"{kind} AS (DELETE FROM {{s}}.{kind} WHERE starts_with(record, %(owner)s))"
         for kind in ("codes", "states", "access_tokens")
     )
     + ", r AS (UPDATE {s}.refresh_tokens SET revoked = true WHERE NOT revoked"
-    " AND (record::json ->> 'client_id') = %(id)s) SELECT key FROM c",
+    " AND starts_with(record, %(owner)s)) SELECT key FROM c",
     "client_list": 'SELECT record FROM {s}.clients ORDER BY key COLLATE "C"',
     # single-use kinds (codes, states, reset tokens): {t} is the table
     "once_insert": "INSERT INTO {s}.{t} (key, record, expires_at) VALUES (%s, %s, %s) "
@@ -659,7 +662,8 @@ class PostgresBackend:
         check_id(client_id, "client_id")
 
         async def body(conn: Conn) -> bool:
-            cur = await conn.execute(self._q["client_delete"], {"id": client_id})
+            owner = '{"client_id":' + json.dumps(client_id, ensure_ascii=True) + ","
+            cur = await conn.execute(self._q["client_delete"], {"id": client_id, "owner": owner})
             return await cur.fetchone() is not None
 
         return await self._run(body)

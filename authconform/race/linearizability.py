@@ -302,6 +302,13 @@ def check(
 ) -> Verdict:
     """Check ``history`` against the model starting from ``initial`` (not changed).
 
+    ``initial`` holds what the store held when the history began, on the same clock as
+    the history's ``call``/``ret`` times: build it with ``ContractModel(now=t)`` and
+    apply the setup at the instants it happened (``apply(..., now=...)``), or feed the
+    setup's own operations in as part of the history. For a store that expires keys by
+    itself give ``expired_retention`` its setting (the default ``inf`` is for stores on
+    the injected clock).
+
     ``tolerance`` (seconds) widens every call window and bounds how far a backend's
     timestamps may differ from the model's (the store's clock is not the callers').
     """
