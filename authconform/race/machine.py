@@ -111,33 +111,35 @@ ONCE: dict[str, tuple[type[Any], str, str]] = {
     "reset_tokens": (ResetTokenRecord, "put_reset_token", "consume_reset_token"),
 }
 
-#: Hypothesis budget per profile: (examples, steps per example) for stores on the injected
-#: clock, for those whose namespace takes long to empty ("slow": fewer, longer programs,
-#: e.g. a PostgreSQL schema per namespace) and for real-time stores; the real sleep
-#: allowed per example and the seconds spent shrinking.
-SLOW_RESET = 0.05  # seconds to empty both namespaces beyond which "slow" applies
+#: Budget per profile. ``seconds``: the wall time aimed at per backend; the number of
+#: programs is what fits in it (measured on the backend before the run: a call's latency
+#: and the time to empty both namespaces), between ``examples`` (min, max). ``steps``:
+#: rules per program on the injected clock / on a real-time store; ``sleep``: real
+#: sleep allowed per program (real-time stores); ``shrink``: seconds spent shrinking.
 PROFILES: dict[str, dict[str, Any]] = {
-    "dev": {"clock": (15, 30), "slow": (5, 60), "real": (6, 30), "sleep": 0.8, "shrink": 10},
-    "ci": {"clock": (40, 120), "slow": (10, 150), "real": (20, 50), "sleep": 1.0, "shrink": 20},
+    "dev": {"seconds": 6, "examples": (3, 15), "steps": (40, 30), "sleep": 0.6, "shrink": 10},
+    "ci": {"seconds": 20, "examples": (8, 50), "steps": (120, 50), "sleep": 1.0, "shrink": 20},
     "nightly": {
-        "clock": (600, 80),
-        "slow": (150, 150),
-        "real": (150, 60),
+        "seconds": 600,
+        "examples": (100, 1000),
+        "steps": (150, 80),
         "sleep": 2.0,
         "shrink": 120,
     },
 }
+CALLS_PER_STEP = 7  # a rule's calls and the reads after it, on average
+CALL_OVERHEAD = 0.0004  # seconds per call spent in the model and Hypothesis
 
 
-def machine_settings(profile: str, *, uses_clock: bool, slow_reset: bool = False) -> settings:
+def machine_settings(profile: str, *, uses_clock: bool, examples: int | None = None) -> settings:
     """Our Hypothesis settings for ``profile`` (never a global profile: ours only)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
-    budget = "real" if not uses_clock else "slow" if slow_reset else "clock"
-    examples, steps = PROFILES[profile][budget]
+    budget = PROFILES[profile]
+    steps = budget["steps"][0 if uses_clock else 1]
     return settings(
         parent=settings.get_profile("default"),  # not whatever profile the host loaded
-        max_examples=examples,
+        max_examples=examples or budget["examples"][1],
         stateful_step_count=steps,
         deadline=None,
         database=None,  # the seed replays a failure; no state shared between runs
@@ -146,6 +148,20 @@ def machine_settings(profile: str, *, uses_clock: bool, slow_reset: bool = False
         suppress_health_check=list(HealthCheck),
         phases=(Phase.explicit, Phase.generate, Phase.shrink),
     )
+
+
+def plan_examples(profile: str, *, uses_clock: bool, latency: float, reset: float) -> int:
+    """How many programs fit the profile's wall time.
+
+    ``latency`` is a call's, ``reset`` the time to empty both namespaces (seconds).
+    """
+    budget = PROFILES[profile]
+    low, high = (int(n) for n in budget["examples"])
+    steps = budget["steps"][0 if uses_clock else 1]
+    per_program = steps * CALLS_PER_STEP * (latency + CALL_OVERHEAD) + reset
+    if not uses_clock:
+        per_program += budget["sleep"] * 0.7  # programs sleep for most of their allowance
+    return max(low, min(high, int(budget["seconds"] / max(per_program, 1e-6))))
 
 
 @dataclass
@@ -203,6 +219,7 @@ class _Driver:
         self.namespaces = (base + "_sm", base + "_sm_2")
         self._made: dict[tuple[int, int, float], Any] = {}
         self.started = time.monotonic()
+        self.plan: tuple[int, int, float, float] | None = None
         self.first_failure: float | None = None
         self.first_message = ""
 
@@ -913,11 +930,20 @@ def run_machine(
         try:
             budget = PROFILES[profile]["shrink"] if shrink_seconds is None else shrink_seconds
             retention = 0.0 if target.uses_clock else 0.25
-            driver.run(driver.backend(0, 0, retention).stats())  # the namespace exists now
+            probe = driver.backend(0, 0, retention)
+            driver.run(probe.stats())  # the namespace exists now
+            started = time.monotonic()
+            for _ in range(10):
+                driver.run(probe.stats())
+            latency = (time.monotonic() - started) / 10
             started = time.monotonic()
             driver.reset(retention)
-            slow = time.monotonic() - started > SLOW_RESET
-            config = machine_settings(profile, uses_clock=target.uses_clock, slow_reset=slow)
+            reset = time.monotonic() - started
+            examples = plan_examples(
+                profile, uses_clock=target.uses_clock, latency=latency, reset=reset
+            )
+            config = machine_settings(profile, uses_clock=target.uses_clock, examples=examples)
+            driver.plan = (examples, config.stateful_step_count, latency, reset)
             with _shrink_budget(budget):
                 run_state_machine_as_test(machine, settings=config)
         except (AssertionError, Flaky) as exc:
