@@ -598,6 +598,53 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
             key = self.key(ns, kind, k, put=True)
             self.call(ns, i, put, key, self.record(ns, cls, rec), ttl)
 
+        @rule(
+            ns=ns_,
+            i=inst_,
+            kind=st.sampled_from(tuple(ONCE)),
+            k=keys,
+            rec=code_records,
+            used=st.sampled_from((0, 1)),
+        )
+        def expiry_flow(self, ns: int, i: int, kind: str, k: int, rec: int, used: int) -> None:
+            """Put a short-lived single-use record, maybe redeem it, wait, redeem it again.
+
+            The wait ends past its expiry and retention (exactly at its expiry on the
+            injected clock): EXPIRED or NOT_FOUND tells the physical TTL.
+            """
+            cls, put, consume = ONCE[kind]
+            ttl = 0.35 if fake is not None else 0.15
+            wait = ttl + self.retention + 0.04
+            if fake is None and self.slept + wait > sleep_budget:
+                return
+            key = self.key(ns, kind, k, put=True)
+            stored = self.call(ns, i, put, key, self.record(ns, cls, rec), ttl)
+            if used:
+                self.call(ns, (i + 1) % instances, consume, key)
+            if fake is not None:
+                expires = getattr(stored, "expires_at", None)
+                if isinstance(expires, float) and expires > fake.now():
+                    fake.set(expires)
+            else:
+                self.slept += wait
+                time.sleep(wait)
+            self.call(ns, i, consume, key)
+
+        @precondition(lambda self: fake is None)
+        @rule(
+            ns=ns_,
+            i=inst_,
+            kind=st.sampled_from(tuple(ONCE)),
+            k=keys,
+            rec=code_records,
+            used=st.sampled_from((0, 1)),
+        )
+        def expiry_flow_again(
+            self, ns: int, i: int, kind: str, k: int, rec: int, used: int
+        ) -> None:
+            """The same flow, twice as often on stores that keep time themselves."""
+            self.expiry_flow(ns, i, kind, k, rec, used)
+
         @rule(ns=ns_, i=inst_, kind=st.sampled_from(tuple(ONCE)), k=keys)
         def consume_single_use(self, ns: int, i: int, kind: str, k: int) -> None:
             """consume_code, consume_state or consume_reset_token."""
