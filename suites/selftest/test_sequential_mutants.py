@@ -58,6 +58,7 @@ def test_state_machine_catches_the_mutant(mutant: str, tmp_path: object) -> None
     message = str(caught.value)
     assert DISAGREES.search(message), message[:3000]
     assert caught.value.detected_after is not None
+    print(f"{mutant}: first disagreement after {caught.value.detected_after:.2f} s")
 
 
 def test_every_mutant_says_what_it_breaks() -> None:
