@@ -228,6 +228,33 @@ OPTIONS: tuple[Option, ...] = (
         minimum=1,
         group="live",
     ),
+    # restarts and faults (authconform.suites.restart) -------------------------------------
+    Option(
+        "restart_cmd",
+        "shell command that restarts the store named by an explicit --authconform-redis-url "
+        "or --authconform-postgres-url, or the live target of --server-url; without it the "
+        "restart checks skip such a target (the suite restarts only what it started)",
+        group="restart",
+    ),
+    Option(
+        "profile",
+        "production: the restart suite fails a store whose own settings can lose "
+        "acknowledged writes or evict live records (reported only, otherwise)",
+        "default",
+        kind="choice",
+        choices=("default", "production"),
+        group="restart",
+    ),
+    Option(
+        "outages",
+        "store outage lengths (s) after which service must resume by itself, run "
+        "concurrently in one check; add 120 for the 2-minute outage",
+        "1,30",
+        multiple=True,
+        kind="float",
+        minimum=0.1,
+        group="restart",
+    ),
     # reports --------------------------------------------------------------------------
     Option(
         "report_dir",
@@ -242,6 +269,10 @@ OPTIONS: tuple[Option, ...] = (
 #: environment variables of ours that are not options (an unknown AUTHCONFORM_* is an error)
 EXTRA_ENV: dict[str, str] = {
     "AUTHCONFORM_NO_PLUGINS": "1 limits backend discovery to the built-ins",
+    "AUTHCONFORM_PROC_LEDGER": "file where authconform.procs lists every process it starts",
+    "AUTHCONFORM_PROCS_PROVIDER": "local or container: the only provider of restart stores",
+    "AUTHCONFORM_PG_BINDIR": "directory of initdb and postgres for the restart suite",
+    "AUTHCONFORM_PG_USER": "unprivileged user PostgreSQL runs as when we are root",
 }
 
 _BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -282,7 +313,7 @@ def _raw(config: Any, opt: Option) -> tuple[Any, Source]:
         values = _split(ini)
         if values:
             return values, "ini"
-        return ([opt.default] if opt.default else []), "default"
+        return _split(opt.default), "default"
     if ini:
         return str(ini).strip(), "ini"
     return opt.default, "default"
@@ -376,4 +407,6 @@ def register(parser: Any) -> None:
             parser.addini(opt.ini, opt.help, type="linelist", default=[])
         else:
             group.addoption(opt.flag_name, default=None, dest=opt.ini, help=opt.help + note)
-            parser.addini(opt.ini, opt.help, default=opt.default or "")
+            # no ini default: an unset key must read as unset, so that resolve() reports
+            # the value's source as "default" (the default is applied by _raw)
+            parser.addini(opt.ini, opt.help, default="")

@@ -587,6 +587,7 @@ class RedisBackend:
             RedisTimeoutError,
             OSError,
         )
+        self._timeout: type[BaseException] = RedisTimeoutError
         self._retries = max(0, settings.retries)
 
     # plumbing ---------------------------------------------------------------------------
@@ -660,13 +661,20 @@ class RedisBackend:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-        """An idempotent call (``fn`` sends reads only): retried on any connection error."""
+        """An idempotent call (``fn`` sends reads only): retried on a connection error.
+
+        Not after a read timeout: a server that did not answer within
+        ``operation_timeout`` is hung (paused, overloaded), and asking again would only
+        multiply the time a caller waits for its StorageUnavailable.
+        """
         for attempt in range(self._retries + 1):
             try:
                 return await fn(*args, **kwargs)
             except _NotSent as exc:
                 if attempt >= self._retries:
                     raise exc.error from None
+            except self._timeout:
+                raise
             except self._transient:
                 if attempt >= self._retries:
                     raise

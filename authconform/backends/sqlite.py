@@ -141,6 +141,8 @@ class SqliteBackend:
         self.clock = settings.clock
         self.path = settings.sqlite_path
         self.synchronous = _synchronous(settings.options.get("sqlite_synchronous", "NORMAL"))
+        # a writer waits for the lock at most this long (then StorageUnavailable)
+        self._busy_ms = max(1, int(min(BUSY_TIMEOUT_MS / 1000, settings.operation_timeout) * 1000))
         self._t = {kind: f'"ns_{self.namespace}_{kind}"' for kind in KINDS}
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"authconform-sqlite-{self.namespace}"
@@ -155,12 +157,12 @@ class SqliteBackend:
         if self._conn is None:
             conn = sqlite3.connect(
                 self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
+                timeout=self._busy_ms / 1000,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # only the worker thread ever uses it
             )
             try:
-                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
                 conn.execute("PRAGMA journal_mode=WAL").fetchone()
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
             except BaseException:
@@ -938,6 +940,7 @@ def factory(settings: BackendSettings) -> SqliteBackend:
 
 factory.uses_clock = True  # type: ignore[attr-defined]
 factory.service = None  # type: ignore[attr-defined]
+factory.store = "sqlite"  # type: ignore[attr-defined]  # the restart suite's store: a file
 
 
 def _outage_settings(settings: BackendSettings) -> BackendSettings:

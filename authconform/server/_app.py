@@ -120,6 +120,7 @@ from authconform.server._bearer import BearerGuard, CachedBearerBackend
 from authconform.server._config import ServerConfig
 from authconform.server._consent import consent_endpoint
 from authconform.server._faults import FaultMiddleware, OutageMiddleware
+from authconform.server._health import HEALTH_PATH, health_endpoint
 from authconform.server._mcp import LeanMCPEndpoint
 from authconform.server._oauth import AuthorizationServer
 from authconform.server._provider import CONSENT_PATH, StoreProvider
@@ -135,7 +136,8 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
     ``GET /.well-known/oauth-authorization-server[P]`` (RFC 8414),
     ``GET /.well-known/oauth-protected-resource[/mcp]`` (RFC 9728),
     ``POST P/register`` (RFC 7591), ``GET|POST P/authorize``, ``POST P/consent``,
-    ``POST P/token``, ``POST P/revoke`` (RFC 7009), ``/mcp`` (streamable HTTP, bearer).
+    ``POST P/token``, ``POST P/revoke`` (RFC 7009), ``/mcp`` (streamable HTTP, bearer),
+    ``GET /health`` (the store's health and durability, see ``_health``).
     The backend is closed when the app shuts down. ``config.role`` ``as`` leaves out the
     MCP endpoint and the protected-resource metadata; ``rs`` leaves out every
     authorization-server endpoint (its resource metadata names ``config.issuer``).
@@ -245,6 +247,7 @@ def create_app(backend: StorageBackend, config: ServerConfig) -> ASGIApp:
                 methods=["POST", "OPTIONS"],
             ),
         ]
+    routes.append(Route(HEALTH_PATH, health_endpoint(backend), methods=["GET"]))  # type: ignore[arg-type]
     if config.serves_mcp:
         for path in sorted(prm_paths):
             routes.append(

@@ -35,6 +35,7 @@ import os
 import signal
 import socket
 import sys
+import urllib.parse
 from typing import TYPE_CHECKING, Any, cast
 
 from authconform.contract import BackendSettings, StorageBackend
@@ -73,12 +74,20 @@ def _parse_spec(spec: str, namespace: str) -> tuple[str, BackendSettings]:
     if lowered.startswith("sqlite://"):
         # like file:// URLs: sqlite:///tmp/a.db -> /tmp/a.db (sqlite:////tmp/a.db too);
         # sqlite://a.db -> a.db (relative)
-        path = spec[len("sqlite://") :]
+        # sqlite:///tmp/a.db?synchronous=FULL sets PRAGMA synchronous (default NORMAL)
+        path, _, query = spec[len("sqlite://") :].partition("?")
         if path.startswith("//"):
             path = "/" + path.lstrip("/")
         if not path.strip("/"):
             raise ConfigurationError(f"--backend {spec!r}: expected sqlite:///path/to/file")
-        return "sqlite", BackendSettings(namespace=namespace, sqlite_path=path)
+        options: dict[str, Any] = {}
+        for key, value in urllib.parse.parse_qsl(query):
+            if key != "synchronous":
+                raise ConfigurationError(
+                    f"--backend {spec!r}: unknown sqlite parameter {key!r} (known: synchronous)"
+                )
+            options["sqlite_synchronous"] = value
+        return "sqlite", BackendSettings(namespace=namespace, sqlite_path=path, options=options)
     if "://" in spec:
         raise ConfigurationError(
             f"--backend {spec!r}: unknown URL scheme; use redis://, postgresql:// or sqlite:///"
@@ -210,6 +219,13 @@ def _parser() -> argparse.ArgumentParser:
         help="scopes offered (repeatable; default: mcp)",
     )
     p.add_argument("--subject", default="authconform-user", help="resource owner of every grant")
+    p.add_argument(
+        "--profile",
+        choices=("default", "production"),
+        default="default",
+        help="production: refuse to start on a store whose own settings can lose "
+        "acknowledged writes or evict live records (checked with the backend's health())",
+    )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("--no-access-log", action="store_true", help="turn the access log off")
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default=None)
@@ -254,6 +270,41 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_production(spec: str, namespace: str) -> None:
+    """Raise ConfigurationError unless the store keeps every acknowledged write.
+
+    Reads the store's own settings through the backend's ``health()`` and judges them
+    with ``authconform.backends._durability.assess``: a store that is down, that can lose
+    an acknowledged write on a crash, that may evict live records, or whose settings
+    cannot be judged, is refused.
+    """
+    import asyncio
+
+    from authconform.backends._durability import assess
+
+    async def probe() -> Any:
+        backend = backend_from_spec(spec, namespace)
+        try:
+            return await backend.health()
+        finally:
+            await backend.close()
+
+    health = asyncio.run(probe())
+    if not health.ok:
+        raise ConfigurationError(f"--profile=production: the store is down ({health.detail})")
+    verdict = assess(health.durability)
+    if verdict.loses is None:
+        raise ConfigurationError(
+            "--profile=production: refusing to start: cannot tell whether the store keeps "
+            f"acknowledged writes ({verdict.summary()})"
+        )
+    if verdict.loses or verdict.evicts:
+        raise ConfigurationError(
+            "--profile=production: refusing to start on a store that loses acknowledged "
+            f"writes or evicts live records: {verdict.summary()}"
+        )
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -275,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         from authconform.backends._registry import resolve
 
         resolve(name)  # unknown names fail here, with the list of available ones
+        if args.profile == "production":
+            _check_production(args.backend, args.namespace)
         faults = tuple(parse_fault(f) for f in args.fault)
         delays = tuple(parse_delay(d) for d in args.delay)
         role = _role(args)
