@@ -22,7 +22,7 @@ import pytest
 from authconform.contract import BackendSettings
 from authconform.race.machine import MachineFailure, Target, run_machine
 from fixtures.mutants import sequential
-from fixtures.mutants.harness import REPO, clean_env, service_unavailable
+from fixtures.mutants.harness import REPO, clean_env, run_suite, service_unavailable
 
 DISAGREES = re.compile(
     r"backend \S+ disagrees with the contract model at step \d+, namespace '\S+', "
@@ -110,3 +110,25 @@ def test_a_failure_prints_the_seed_and_one_command_replays_it(
     again, seed_again = run(f"--hypothesis-seed={seed}")
     assert seed_again == seed
     assert first.group(1) in again, again[-3000:]
+
+
+def test_contract_check_of_client_deletion_catches_its_mutant(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-step contract check of the pinned client deletion fails on the mutant that
+    keeps a deleted client's codes and tokens, for that reason, and passes on memory."""
+    clean_env(monkeypatch)
+    name = "test_deleting_a_client_revokes_what_was_issued_to_it"
+    run = run_suite(
+        pytester,
+        "contract/test_clients.py",
+        "--backend=fixtures.mutants.sequential:delete_client_keeps_tokens,memory",
+        "-k",
+        name,
+    )
+    failures = run.failures(name)
+    assert list(failures) == [
+        f"test_clients::{name}[delete_client_keeps_tokens]"
+    ], run.summary()
+    assert "a deleted client's records survived its deletion" in next(iter(failures.values()))
+    assert run.cases(name)[f"test_clients::{name}[memory]"] == "passed"
