@@ -947,9 +947,21 @@ def _shrink_budget(seconds: float) -> Iterator[None]:
     if old is None:
         yield
         return
+    from hypothesis.reporting import current_reporter, with_reporter
+
+    outer = current_reporter()
+
+    def reporter(value: object) -> None:
+        # Hypothesis's warning names its own five-minute bound; say what happened instead
+        if str(value).startswith("WARNING: Hypothesis has spent more than five minutes"):
+            outer(f"(shrinking stopped after its {seconds:g} s budget)")
+        else:
+            outer(value)
+
     engine.MAX_SHRINKING_SECONDS = seconds  # type: ignore[assignment]
     try:
-        yield
+        with with_reporter(reporter):
+            yield
     finally:
         engine.MAX_SHRINKING_SECONDS = old
 
