@@ -81,13 +81,6 @@ class FakeClock:
         with self._lock:
             self._now += seconds
 
-    def set(self, instant: float) -> None:
-        """Move time to exactly ``instant`` (an expiry, a window boundary); never back."""
-        with self._lock:
-            if instant < self._now:
-                raise ValueError(f"a FakeClock never goes back ({instant!r} < {self._now!r})")
-            self._now = instant
-
 
 @dataclass(frozen=True)
 class BackendSettings:
