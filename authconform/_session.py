@@ -105,13 +105,37 @@ def _loop_runner() -> asyncio.Runner:
 
 
 def run(coro: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
-    """Run ``coro`` to completion on the session loop (from synchronous code only)."""
-    runner = _loop_runner()
+    """Run ``coro`` to completion on the session loop (from synchronous code only).
 
-    async def wrap() -> T:
+    If the run is interrupted from outside the loop (Ctrl-C, a SIGTERM turned into an
+    interrupt, a pytest-timeout alarm), the coroutine is cancelled and unwound (its
+    ``finally`` blocks run) before the exception goes on: it never resumes later, in the
+    middle of another check's or fixture's teardown.
+    """
+    runner = _loop_runner()
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        if task is not None:
+            tasks.append(task)
         return await coro
 
-    return runner.run(coro if inspect.iscoroutine(coro) else wrap())  # type: ignore[no-any-return]
+    try:
+        return runner.run(main())
+    except BaseException:
+        if tasks and not tasks[0].done():
+            tasks[0].cancel()
+            try:
+                runner.run(_settle(tasks[0]))
+            except BaseException:  # noqa: BLE001 - the first interruption is the one to report
+                pass
+        raise
+
+
+async def _settle(task: asyncio.Task[Any]) -> None:
+    """Wait until ``task`` has finished (cancelled or not); its outcome is not ours to raise."""
+    await asyncio.wait([task])
 
 
 def close_loop() -> None:

@@ -5,6 +5,7 @@
 - ``authconform serve --backend ... --port ...``: the reference server (authconform.server)
 - ``authconform bench storage|server ...``: benchmarks with gates (authconform.perf)
 - ``authconform report a.json b.json ...``: merge runs into one summary (authconform.report)
+- ``authconform clean``: drop the namespaces of runs whose lease expired (authconform.cleanup)
 - ``authconform --version``
 """
 
@@ -21,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("authconform.server.cli", "run the reference OAuth 2.1 + MCP server"),
     "bench": ("authconform.perf.cli", "benchmarks: `authconform bench storage --backend redis`"),
     "report": ("authconform.report.cli", "merge results.json files into one summary.html"),
+    "clean": ("authconform.cleanup.cli", "drop what killed runs left in redis/postgres"),
 }
 
 
@@ -75,17 +77,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if name == "test":
         return test(rest)
+    from authconform._extras import MissingExtra, extra_for, require, sentence
+
+    feature = f"authconform {name}" + (f" {rest[0]}" if name == "bench" and rest else "")
     try:
+        for extras in _NEEDS.get(feature, ()):
+            require(feature, *extras)
         module = importlib.import_module(COMMANDS[name][0])
-    except ModuleNotFoundError as exc:
-        extra = {"serve": "server", "bench": "bench", "report": "all"}.get(name, "all")
-        print(
-            f"authconform {name}: needs a package that is not installed ({exc.name}); "
-            f"install the extra: pip install 'authconform[{extra}]'",
-            file=sys.stderr,
-        )
+        return int(module.main(rest))
+    except MissingExtra as exc:
+        print(str(exc), file=sys.stderr)
         return 2
-    return int(module.main(rest))
+    except ModuleNotFoundError as exc:
+        extra = extra_for(exc.name)
+        if extra is None:
+            raise
+        print(sentence(feature, [str(exc.name)], [extra]), file=sys.stderr)
+        return 2
+
+
+#: what a command needs before it starts (a later missing import is reported the same way)
+_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "authconform serve": (("server",),),
+    "authconform bench server": (("server", "bench"),),
+}
 
 
 if __name__ == "__main__":

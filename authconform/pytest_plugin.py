@@ -19,6 +19,7 @@ import asyncio
 import importlib
 import inspect
 import secrets
+import types
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from authconform import _options, _session
+from authconform._extras import extra_for, missing_modules, sentence
 from authconform._options import SettingError, resolve, setting
 from authconform._session import (
     SUITES_DIR,
@@ -50,7 +52,9 @@ SKIP_CATEGORIES = ("not-applicable:", "unavailable:", "disabled:", "not-advertis
 
 #: pytest sub-plugins registered when present (each imports nothing heavy at import time)
 SUBPLUGINS = (
+    "authconform.cleanup._pytest",
     "authconform.live._pytest",
+    "authconform.redaction._pytest",
     "authconform.report._pytest",
 )
 
@@ -158,6 +162,17 @@ class SuiteModule(pytest.Module):
             module = importlib.import_module(name)
         except pytest.skip.Exception:
             raise
+        except ModuleNotFoundError as exc:
+            extra = extra_for(exc.name)
+            if extra is None:
+                raise self.CollectError(
+                    f"cannot import {name} ({self.path}): {type(exc).__name__}: {exc}"
+                ) from exc
+            # one usage error for the whole run (pytest_collection_modifyitems), not one
+            # collection error per module: this module collects nothing
+            suite = name.split(".")[2] if name.count(".") >= 2 else name
+            _missing(self.config)[f"the {suite} suite"] = (str(exc.name), extra)
+            return types.ModuleType(name)
         except (ImportError, SyntaxError) as exc:
             raise self.CollectError(
                 f"cannot import {name} ({self.path}): {type(exc).__name__}: {exc}"
@@ -179,6 +194,38 @@ class SuiteModule(pytest.Module):
     def classnamefilter(self, name: str) -> bool:
         """Our test classes are named ``Test*``."""
         return name.startswith("Test")
+
+
+_MISSING = pytest.StashKey[dict[str, tuple[str, str]]]()
+
+
+def _missing(config: pytest.Config) -> dict[str, tuple[str, str]]:
+    """Features of our suites whose extra is missing: feature -> (module, extra)."""
+    return config.stash.setdefault(_MISSING, {})
+
+
+def _check_extras(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """One usage error when a collected suite of ours needs an extra that is missing."""
+    missing = _missing(config)
+    if missing:
+        feature, (module, extra) = next(iter(missing.items()))
+        raise pytest.UsageError(sentence(feature, [module], [extra]))
+    if setting(config, "server_url"):
+        return
+    if any(
+        is_ours(getattr(i, "path", None)) and "live_target_spec" in getattr(i, "fixturenames", ())
+        for i in items
+    ):
+        modules = missing_modules("server")
+        if modules:
+            raise pytest.UsageError(
+                sentence(
+                    "the live suite without --server-url starts the reference server, which",
+                    modules,
+                    ["server"],
+                )
+                + " (or check a deployment with --server-url=URL)"
+            )
 
 
 def _is_suite_file(path: Path) -> bool:
@@ -311,6 +358,14 @@ def _probe(spec: BackendSpec, settings: BackendSettings) -> None:
 
     try:
         ok, detail = asyncio.run(probe())
+    except ModuleNotFoundError as exc:
+        extra = extra_for(exc.name)
+        if extra is None:
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        else:
+            raise pytest.UsageError(
+                sentence(f"backend {spec.name}", [str(exc.name)], [extra])
+            ) from None
     except Exception as exc:  # a broken factory is a usage error too
         ok, detail = False, f"{type(exc).__name__}: {exc}"
     if not ok:
@@ -329,6 +384,7 @@ def pytest_collection_modifyitems(
     """Our checks must cite their spec; probe the stores our collected checks will use."""
     from authconform.spec import ids as spec_ids
 
+    _check_extras(config, items)
     needs_backend = False
     for item in items:
         if "backend_spec" in getattr(item, "fixturenames", ()):

@@ -1,4 +1,9 @@
-"""The storage contract: one async Protocol, capabilities, records, results, clocks."""
+"""The storage contract: one async Protocol, capabilities, records, results, clocks.
+
+Backend authors need nothing else: the helpers every built-in backend calls first
+(argument checks that raise ``InvalidArgument`` before the store is touched, hashing of
+secrets at rest, record (de)serialisation) are public here. See docs/contract.md.
+"""
 
 from authconform.contract._protocol import (
     ALL_CAPABILITIES,
@@ -29,10 +34,23 @@ from authconform.contract._records import (
     StateRecord,
 )
 from authconform.contract._validate import (
+    KINDS,
     MAX_ID_LENGTH,
     MAX_PAYLOAD_BYTES,
     MAX_TTL,
+    answer_hash,
+    answer_matches,
+    check_id,
+    check_namespace,
+    check_payload,
+    check_positive_int,
+    check_record,
+    check_ttl,
     hash_secret,
+    record_from_dict,
+    record_from_json,
+    record_to_dict,
+    record_to_json,
     secret_matches,
 )
 from authconform.errors import Conflict, InvalidArgument, StorageUnavailable
@@ -40,6 +58,7 @@ from authconform.errors import Conflict, InvalidArgument, StorageUnavailable
 __all__ = [
     "ALL_CAPABILITIES",
     "JSON",
+    "KINDS",
     "MAX_ID_LENGTH",
     "MAX_PAYLOAD_BYTES",
     "MAX_TTL",
@@ -68,6 +87,18 @@ __all__ = [
     "StorageBackend",
     "StorageUnavailable",
     "SystemClock",
+    "answer_hash",
+    "answer_matches",
+    "check_id",
+    "check_namespace",
+    "check_payload",
+    "check_positive_int",
+    "check_record",
+    "check_ttl",
     "hash_secret",
+    "record_from_dict",
+    "record_from_json",
+    "record_to_dict",
+    "record_to_json",
     "secret_matches",
 ]

@@ -7,6 +7,8 @@ import re
 import threading
 from urllib.parse import quote, quote_plus
 
+from authconform import redaction
+
 __all__ = ["Redactor"]
 
 _MIN_LEN = 6
@@ -24,6 +26,7 @@ class Redactor:
         """Register a secret (and its URL-encoded spellings) as ``kind``."""
         if not value or len(value) < _MIN_LEN:
             return
+        redaction.register(value, kind)  # the run-wide registry the logging layer redacts
         with self._lock:
             for variant in {value, quote(value, safe=""), quote_plus(value)}:
                 if variant not in self._kinds:

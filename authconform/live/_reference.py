@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from authconform.procs import signal_group, stop_groups
+from authconform.procs import signal_group, spawn, stop_groups
 
 __all__ = ["ReferenceServer", "StartError", "backend_argument", "start_reference"]
 
@@ -64,15 +64,8 @@ async def _start_one(args: list[str], log: Path, timeout: float) -> tuple[
     subprocess.Popen[bytes], str
 ]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; polled below
-            [sys.executable, "-m", "authconform.cli", "serve", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+    # its own process group, killed by the kernel if this process dies (authconform.procs)
+    proc = spawn([sys.executable, "-m", "authconform.cli", "serve", *args], log=log, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log.read_text("utf-8", "replace")

@@ -617,6 +617,15 @@ async def bench_backend(
         result.error = f"unavailable: {_describe(exc)}{_unavailable_hint(name, settings)}"
     except AuthconformError as exc:  # unknown backend, a setup that the backend refused
         result.error = f"error: {_describe(exc)}"
+    except ModuleNotFoundError as exc:
+        from authconform._extras import extra_for, sentence
+
+        extra = extra_for(exc.name)
+        if extra is None:
+            traceback.print_exc(file=sys.stderr)
+            result.error = f"crashed: {_describe(exc)}"
+        else:  # one line, no traceback: the backend's extra is not installed
+            result.error = "unavailable: " + sentence(f"backend {name}", [str(exc.name)], [extra])
     except Exception as exc:  # a bug: show it, keep going with the other backends
         traceback.print_exc(file=sys.stderr)
         result.error = f"crashed: {_describe(exc)}"

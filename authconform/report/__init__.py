@@ -9,6 +9,7 @@ of a CI matrix (``authconform report a.json b.json -o DIR``).
 
 from __future__ import annotations
 
+from authconform.redaction._patterns import redact
 from authconform.report._html import render_html, write_html
 from authconform.report._junit import write_junit
 from authconform.report._model import (
@@ -24,7 +25,6 @@ from authconform.report._model import (
     load,
     merge,
 )
-from authconform.report._redact import redact
 
 __all__ = [
     "OUTCOMES",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from authconform.redaction._patterns import redact
 from authconform.report._model import OUTCOMES, Report, Requirement, Result
-from authconform.report._redact import redact
 
 __all__ = ["render_html", "write_html"]
 

@@ -26,6 +26,7 @@ import pytest
 
 from authconform._options import setting
 from authconform._session import is_ours, run_config
+from authconform.redaction._patterns import redact
 from authconform.report._model import (
     SKIP_CATEGORIES,
     Report,
@@ -34,7 +35,6 @@ from authconform.report._model import (
     SpecRef,
     check_id,
 )
-from authconform.report._redact import redact
 
 __all__: list[str] = []
 

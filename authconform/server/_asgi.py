@@ -18,6 +18,8 @@ __all__ = ["app_from_env"]
 
 def app_from_env() -> ASGIApp:
     """Build the app from the environment ``authconform serve`` prepared."""
+    from authconform import redaction
     from authconform.server.cli import backend_from_env
 
+    redaction.install()  # this worker's log records: issued secrets and patterns redacted
     return create_app(backend_from_env(), ServerConfig.from_env())

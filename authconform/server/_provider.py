@@ -39,6 +39,7 @@ from mcp.server.auth.provider import (
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
 
+from authconform import redaction
 from authconform.contract import (
     AccessTokenRecord,
     CodeRecord,
@@ -105,8 +106,10 @@ def _ceil(value: float) -> int:
 
 
 def _new_secret() -> str:
-    """256 bits, URL-safe (RFC 6749 10.10 asks for at least 128)."""
-    return secrets.token_urlsafe(32)
+    """256 bits, URL-safe (RFC 6749 10.10 asks for at least 128); redacted in our logs."""
+    value = secrets.token_urlsafe(32)
+    redaction.register(value, "issued")
+    return value
 
 
 def redirect_uri_problem(uri: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,41 @@ def test_top_level_reexports_are_the_contract_objects() -> None:
         obj = getattr(authconform, name)
         home = authconform.contract if hasattr(authconform.contract, name) else authconform.errors
         assert obj is getattr(home, name), f"authconform.{name} is a different object"
+
+
+def test_docs_send_backend_authors_to_public_names_only() -> None:
+    """docs/contract.md and README name no private module, and every helper they list exists."""
+    import authconform.contract
+
+    repo = Path(__file__).resolve().parents[2]
+    for doc in ("docs/contract.md", "README.md"):
+        text = (repo / doc).read_text()
+        private = sorted(set(re.findall(r"`(authconform(?:\.\w+)*\._\w+)", text)))
+        assert not private, f"{doc} sends readers to private modules: {private}"
+        assert "../" not in text, f"{doc} points outside the repository"
+    text = (repo / "docs" / "contract.md").read_text()
+    start = text.index("Use the helpers of `authconform.contract`")
+    listed = re.findall(r"`(\w+)`", text[start : text.index("\n\n", start)])
+    assert len(listed) >= 10, listed
+    missing = [name for name in listed if name not in authconform.contract.__all__]
+    assert not missing, f"docs/contract.md lists helpers authconform.contract lacks: {missing}"
+
+
+def test_the_sample_user_project_uses_public_names_only() -> None:
+    """fixtures/userproject (driven by test_fresh_venv) imports nothing private of ours."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[2]
+    found = []
+    for path in sorted((repo / "fixtures" / "userproject").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("authconform"):
+                module = importlib.import_module(node.module or "")
+                public = set(getattr(module, "__all__", ()))
+                for alias in node.names:
+                    if node.module not in PUBLIC_MODULES or alias.name not in public:
+                        found.append(f"{path.name}:{node.lineno}: {node.module}.{alias.name}")
+            elif isinstance(node, ast.Import):
+                found += [f"{path.name}:{node.lineno}: import {a.name}" for a in node.names
+                          if a.name.startswith("authconform") and a.name not in PUBLIC_MODULES]
+    assert not found, f"the sample project uses non-public names: {found}"

@@ -1,4 +1,4 @@
-"""Pattern redaction for report text: a safety net behind the live suite's own redactor.
+"""Pattern redaction by shape: a safety net behind the run-wide registry of issued secrets.
 
 The live plugin masks every secret it registered (``[redacted:<kind>]``) before a report
 is built. Reports also carry text from other checks and from files merged from elsewhere,
