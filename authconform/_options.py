@@ -124,6 +124,14 @@ OPTIONS: tuple[Option, ...] = (
         group="storage",
     ),
     Option("strict", "fail on SHOULD violations too (they are warnings otherwise)", flag=True),
+    Option(
+        "hypothesis_profile",
+        "budget of the model-based checks (state machines of the race suite): dev, ci or "
+        "nightly",
+        "ci",
+        kind="choice",
+        choices=("dev", "ci", "nightly"),
+    ),
     # live targets ---------------------------------------------------------------------
     Option(
         "server_url",

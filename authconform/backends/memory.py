@@ -188,10 +188,27 @@ class MemoryBackend:
             return record_from_json(ClientRecord, entry["record"])
 
     async def delete_client(self, client_id: str) -> bool:
-        """Delete; True if it existed."""
+        """Delete; True if it existed. Revokes what was issued to the client."""
         check_id(client_id, "client_id")
         with self._store.lock:
-            return self._table("clients").pop(client_id, None) is not None
+            existed = self._table("clients").pop(client_id, None) is not None
+            # the client's codes, pending states and access tokens go; its refresh
+            # tokens are marked revoked (kept, so a replay is recognised)
+            for kind in ("codes", "states", "access_tokens", "refresh_tokens"):
+                table = self._table(kind)
+                for key, entry in list(table.items()):
+                    data = json.loads(entry["record"])
+                    if data["client_id"] != client_id:
+                        continue
+                    if kind != "refresh_tokens":
+                        del table[key]
+                        self._store.grants.get(data.get("grant_id", ""), set()).discard(
+                            (kind, key)
+                        )
+                    elif not data["revoked"]:
+                        data["revoked"] = True
+                        entry["record"] = json.dumps(data)
+            return existed
 
     async def list_clients(self) -> list[ClientRecord]:
         """All clients, sorted by id."""
@@ -532,7 +549,8 @@ class MemoryBackend:
                 table = self._table(kind)
                 for key in [k for k, e in table.items() if now >= e["expires_at"]]:
                     del table[key]
-                    count += 1
+                    # an ended rate-limit window is removed but not counted
+                    count += kind != "rate_limits"
             for refs in self._store.grants.values():
                 refs.difference_update({r for r in refs if r[1] not in self._table(r[0])})
             for keys in self._store.subjects.values():

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -173,7 +174,17 @@ QUERIES: dict[str, str] = {
     "client_get": "SELECT record FROM {s}.clients WHERE key = %s",
     "client_get_for_update": "SELECT record FROM {s}.clients WHERE key = %s FOR UPDATE",
     "client_set": "UPDATE {s}.clients SET record = %s WHERE key = %s",
-    "client_delete": "DELETE FROM {s}.clients WHERE key = %s RETURNING key",
+    # the client's codes, states and access tokens go; its refresh tokens are marked
+    # revoked (kept, so a replay is still recognised); one statement, so atomic. A record
+    # of a client starts with the text %(owner)s = {"client_id":<JSON string>, (client_id
+    # is every such record's first field); no JSON parsing in SQL, which fails on \u0000
+    "client_delete": "WITH c AS (DELETE FROM {s}.clients WHERE key = %(id)s RETURNING key), "
+    + ", ".join(
+        f"{kind} AS (DELETE FROM {{s}}.{kind} WHERE starts_with(record, %(owner)s))"
+        for kind in ("codes", "states", "access_tokens")
+    )
+    + ", r AS (UPDATE {s}.refresh_tokens SET revoked = true WHERE NOT revoked"
+    " AND starts_with(record, %(owner)s)) SELECT key FROM c",
     "client_list": 'SELECT record FROM {s}.clients ORDER BY key COLLATE "C"',
     # single-use kinds (codes, states, reset tokens): {t} is the table
     "once_insert": "INSERT INTO {s}.{t} (key, record, expires_at) VALUES (%s, %s, %s) "
@@ -252,8 +263,9 @@ QUERIES: dict[str, str] = {
         f"{kind} AS (DELETE FROM {{s}}.{kind} WHERE expires_at <= %(now)s RETURNING 1)"
         for kind in KINDS[1:]
     )
+    # ended rate-limit windows are removed (the CTE runs) but not counted
     + " SELECT "
-    + " + ".join(f"(SELECT count(*) FROM {kind})" for kind in KINDS[1:]),
+    + " + ".join(f"(SELECT count(*) FROM {kind})" for kind in KINDS[1:-1]),
     "schema_comment": "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace "
     "WHERE nspname = %s",
     "schema_tables": "SELECT tablename FROM pg_tables WHERE schemaname = %s "
@@ -646,11 +658,12 @@ class PostgresBackend:
         return await self._run(body)
 
     async def delete_client(self, client_id: str) -> bool:
-        """Delete; True if it existed."""
+        """Delete; True if it existed. Revokes what was issued to the client."""
         check_id(client_id, "client_id")
 
         async def body(conn: Conn) -> bool:
-            cur = await conn.execute(self._q["client_delete"], (client_id,))
+            owner = '{"client_id":' + json.dumps(client_id, ensure_ascii=True) + ","
+            cur = await conn.execute(self._q["client_delete"], {"id": client_id, "owner": owner})
             return await cur.fetchone() is not None
 
         return await self._run(body)

@@ -172,7 +172,7 @@ local function revoke_grant(gk)
 end
 """
 
-# KEYS[1] record, KEYS[2] optional index set; ARGV: ttl, ttl_ms, retention_ms, field/values
+# KEYS[1] record, KEYS[2..] index sets; ARGV: ttl, ttl_ms, retention_ms, field/values
 LUA_PUT = (
     _PRELUDE
     + """
@@ -182,9 +182,9 @@ local px = tonumber(ARGV[2]) + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'e', e)
 hset_pairs(KEYS[1], ARGV, 4)
 redis.call('PEXPIRE', KEYS[1], px)
-if KEYS[2] then
-  redis.call('SADD', KEYS[2], KEYS[1])
-  raise_ttl(KEYS[2], px)
+for i = 2, #KEYS do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  raise_ttl(KEYS[i], px)
 end
 return {e, fmt(now)}
 """
@@ -245,7 +245,7 @@ LUA_ROTATE = (
     _PRELUDE
     + _REVOKE_GRANT_FN
     + """
-local v = redis.call('HMGET', KEYS[1], 'e', 'rot', 'rev', 'r', 'g')
+local v = redis.call('HMGET', KEYS[1], 'e', 'rot', 'rev', 'r', 'g', 'ci')
 if not v[1] then return {'nf'} end
 if tonumber(v[1]) <= now then return {'exp'} end
 if v[3] == '1' then return {'rev', v[1], v[2], v[3], v[4]} end
@@ -262,6 +262,11 @@ redis.call('HSET', KEYS[2], 'e', e, 'rot', '0', 'rev', '0', 'r', v[4], 'g', v[5]
 redis.call('PEXPIRE', KEYS[2], px)
 redis.call('SADD', v[5], KEYS[2])
 raise_ttl(v[5], px)
+if v[6] then
+  redis.call('HSET', KEYS[2], 'ci', v[6])
+  redis.call('SADD', v[6], KEYS[2])
+  raise_ttl(v[6], px)
+end
 return {'ok', e, '0', '0', v[4]}
 """
 )
@@ -425,10 +430,19 @@ return {'ok', redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# KEYS[1] client, KEYS[2] clients index.
+# KEYS[1] client, KEYS[2] clients index, KEYS[3] the client's codes, states and tokens.
+# Deletes its codes, states and access tokens, marks its refresh tokens revoked.
 LUA_CLIENT_DELETE = """
 local n = redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], KEYS[1])
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if string.find(k, ':refresh_tokens:', 1, true) then
+    if redis.call('EXISTS', k) == 1 then redis.call('HSET', k, 'rev', '1') end
+  else
+    redis.call('DEL', k)
+  end
+end
+redis.call('DEL', KEYS[3])
 return n
 """
 
@@ -580,6 +594,10 @@ class RedisBackend:
     def _key(self, kind: str, digest: str) -> str:
         return f"{self._prefix}{kind}:{digest}"
 
+    def _owned(self, client_id: str) -> str:
+        """The set of a client's codes, states and tokens (emptied by delete_client)."""
+        return self._key("index", "client:" + hash_secret(client_id))
+
     def _unavailable(self, exc: BaseException) -> StorageUnavailable:
         detail = str(exc).splitlines()[0][:300] if str(exc) else ""
         return StorageUnavailable(
@@ -714,9 +732,9 @@ class RedisBackend:
         digest: str,
         ttl: float,
         fields: Sequence[str],
-        index: str | None = None,
+        *indexes: str,
     ) -> tuple[float, float]:
-        keys = [self._key(kind, digest)] + ([index] if index else [])
+        keys = [self._key(kind, digest), *indexes]
         out = await self._eval("put", keys, [repr(ttl), _ms(ttl), self._retention_ms, *fields])
         if out == 0:
             raise Conflict(f"{kind[:-1].replace('_', ' ')} already exists")
@@ -819,7 +837,11 @@ class RedisBackend:
         check_id(client_id, "client_id")
         out = await self._eval(
             "client_delete",
-            [self._key("clients", hash_secret(client_id)), self._clients_index],
+            [
+                self._key("clients", hash_secret(client_id)),
+                self._clients_index,
+                self._owned(client_id),
+            ],
         )
         return bool(out)
 
@@ -842,7 +864,9 @@ class RedisBackend:
         check_record(record, CodeRecord)
         ttl = check_ttl(ttl)
         text = _stored_json(record, "expires_at", "consumed")
-        expires, _ = await self._put("codes", key, ttl, ["c", "0", "r", text])
+        expires, _ = await self._put(
+            "codes", key, ttl, ["c", "0", "r", text], self._owned(record.client_id)
+        )
         return record_from_json_with(CodeRecord, text, expires_at=expires, consumed=False)
 
     async def get_code(self, code: str) -> CodeRecord | None:
@@ -867,7 +891,9 @@ class RedisBackend:
         ttl = check_ttl(ttl)
         text = _stored_json(record, "expires_at")
         grant = self._key("grant", hash_secret(record.grant_id))
-        expires, _ = await self._put("access_tokens", key, ttl, ["r", text], grant)
+        expires, _ = await self._put(
+            "access_tokens", key, ttl, ["r", text], grant, self._owned(record.client_id)
+        )
         return record_from_json_with(AccessTokenRecord, text, expires_at=expires)
 
     async def get_access_token(self, token: str) -> AccessTokenRecord | None:
@@ -906,8 +932,9 @@ class RedisBackend:
         ttl = check_ttl(ttl)
         text = _stored_json(record, "expires_at", "rotated", "revoked")
         grant = self._key("grant", hash_secret(record.grant_id))
-        fields = ["rot", "0", "rev", "0", "r", text, "g", grant]
-        expires, _ = await self._put("refresh_tokens", key, ttl, fields, grant)
+        owned = self._owned(record.client_id)
+        fields = ["rot", "0", "rev", "0", "r", text, "g", grant, "ci", owned]
+        expires, _ = await self._put("refresh_tokens", key, ttl, fields, grant, owned)
         return self._refresh(repr(expires), "0", "0", text)
 
     async def get_refresh_token(self, token: str) -> RefreshTokenRecord | None:
@@ -951,7 +978,9 @@ class RedisBackend:
         check_record(record, StateRecord)
         ttl = check_ttl(ttl)
         text = _stored_json(record, "expires_at", "consumed")
-        expires, _ = await self._put("states", key, ttl, ["c", "0", "r", text])
+        expires, _ = await self._put(
+            "states", key, ttl, ["c", "0", "r", text], self._owned(record.client_id)
+        )
         return record_from_json_with(StateRecord, text, expires_at=expires, consumed=False)
 
     async def consume_state(self, state: str) -> ConsumeResult[StateRecord]:
@@ -1147,11 +1176,16 @@ class RedisBackend:
         """
         keys = await self._scan(self._prefix + "*")
         records = [k for k in keys if self._kind(k) in KINDS and self._kind(k) != "clients"]
+        # an ended rate-limit window is removed but not counted
+        windows = [k for k in records if self._kind(k) == "rate_limits"]
+        records = [k for k in records if self._kind(k) != "rate_limits"]
         indexes = [k for k in keys if self._kind(k) in INDEX_KINDS]
         count = 0
         for i in range(0, len(records), BATCH):
             batch = records[i : i + BATCH]
             count += int(await self._eval("purge", batch, [len(batch)]))
+        for i in range(0, len(windows), BATCH):
+            await self._eval("purge", windows[i : i + BATCH], [len(windows[i : i + BATCH])])
         for i in range(0, len(indexes), BATCH):
             await self._eval("purge", indexes[i : i + BATCH], [0])
         return count

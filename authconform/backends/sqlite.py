@@ -421,12 +421,22 @@ class SqliteBackend:
         return await self._run(op)
 
     async def delete_client(self, client_id: str) -> bool:
-        """Delete; True if it existed."""
+        """Delete; True if it existed. Revokes what was issued to the client."""
         check_id(client_id, "client_id")
 
         def op(conn: sqlite3.Connection, now: float) -> bool:
             cur = conn.execute(f"DELETE FROM {self._t['clients']} WHERE key = ?", (client_id,))
-            return cur.rowcount > 0
+            existed = cur.rowcount > 0
+            # the client's codes, states and access tokens go; its refresh tokens are
+            # marked revoked and kept, so a replay is still recognised
+            owned = "json_extract(record, '$.client_id') = ?"
+            for kind in ("codes", "states", "access_tokens"):
+                conn.execute(f"DELETE FROM {self._t[kind]} WHERE {owned}", (client_id,))
+            conn.execute(
+                f"UPDATE {self._t['refresh_tokens']} SET revoked = 1 WHERE revoked = 0 AND {owned}",
+                (client_id,),
+            )
+            return existed
 
         return await self._run(op)
 
@@ -889,11 +899,13 @@ class SqliteBackend:
         """Delete expired rows; returns how many."""
 
         def op(conn: sqlite3.Connection, now: float) -> int:
-            return sum(
-                conn.execute(f"DELETE FROM {self._t[k]} WHERE expires_at <= ?", (now,)).rowcount
+            counts = {
+                k: conn.execute(f"DELETE FROM {self._t[k]} WHERE expires_at <= ?", (now,)).rowcount
                 for k in KINDS
                 if k != "clients"
-            )
+            }
+            # an ended rate-limit window is removed but not counted
+            return sum(n for k, n in counts.items() if k != "rate_limits")
 
         return await self._run(op)
 

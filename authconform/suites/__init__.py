@@ -1,0 +1,1 @@
+"""The suites users run: ``pytest --pyargs authconform.suites.<kind>``."""

@@ -8,7 +8,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authconform.contract import Capability, Conflict, StorageBackend, hash_secret
+from authconform.contract import (
+    AccessTokenRecord,
+    Capability,
+    CodeRecord,
+    Conflict,
+    ConsumeStatus,
+    RefreshTokenRecord,
+    RotateStatus,
+    StateRecord,
+    StorageBackend,
+    hash_secret,
+)
 from authconform.fixtures import TestClock
 from authconform.markers import requires, spec
 from authconform.suites.contract._helpers import tolerance, uid
@@ -146,6 +157,47 @@ async def test_deleted_client_is_gone(backend: StorageBackend) -> None:
     assert await backend.verify_client_secret(client_id, secret) is False
     assert await backend.delete_client(client_id) is False
     assert client_id not in [c.client_id for c in await backend.list_clients()]
+
+
+@spec("CONTRACT-client-deletion", level="MUST")
+@requires(Capability.CODES, Capability.STATES, Capability.TOKENS, Capability.REFRESH)
+async def test_deleting_a_client_revokes_what_was_issued_to_it(backend: StorageBackend) -> None:
+    """delete_client deletes the client's codes, states and access tokens, revokes its
+    refresh tokens, and leaves other clients' records (a case variant of the id) alone.
+
+    RFC 7592 2.3: the server "SHOULD immediately invalidate all existing authorization
+    grants and currently-active tokens associated with this client"; docs/contract.md
+    makes it a MUST of the storage contract.
+    """
+    client_id, other = "client-" + uid(), "Client-" + uid()
+    grant = "grant-" + uid()
+    await backend.create_client(client_id, {})
+    code, state, access, refresh = (uid() for _ in range(4))
+    kept_code = uid()
+    await backend.put_code(code, CodeRecord(client_id, "sub", grant), 60)
+    await backend.consume_code(code)
+    await backend.put_state(state, StateRecord(client_id), 60)
+    await backend.put_access_token(access, AccessTokenRecord(client_id, "sub", grant), 60)
+    await backend.put_refresh_token(refresh, RefreshTokenRecord(client_id, "sub", grant), 60)
+    await backend.put_code(kept_code, CodeRecord(other, "sub", "grant-" + uid()), 60)
+
+    assert await backend.delete_client(client_id) is True
+    left = {
+        "the consumed code": (await backend.consume_code(code)).status,
+        "the pending state": (await backend.consume_state(state)).status,
+        "the access token": await backend.get_access_token(access) is not None,
+    }
+    assert left == {
+        "the consumed code": ConsumeStatus.NOT_FOUND,
+        "the pending state": ConsumeStatus.NOT_FOUND,
+        "the access token": False,
+    }, f"a deleted client's records survived its deletion: {left}"
+    rotated = await backend.rotate_refresh_token(refresh, uid(), 60)
+    assert rotated.status is RotateStatus.REVOKED, (
+        f"a deleted client's refresh token rotated: {rotated.status.name} (expected REVOKED)"
+    )
+    kept = await backend.consume_code(kept_code)
+    assert kept.status is ConsumeStatus.CONSUMED, "another client's code was revoked"
 
 
 @spec("CONTRACT-clients-persist-without-ttl", level="MUST")
