@@ -51,11 +51,11 @@ if TYPE_CHECKING:
         refused,
         refused_at_authorize,
     )
-    from authconform.live._flows import (
+    from authconform.live._flows import Live
+    from authconform.live._model import (
         AuthorizationRequest,
         AuthResult,
         Client,
-        Live,
         LiveConfig,
         McpOutcome,
         Tokens,
@@ -91,13 +91,13 @@ _WHERE = {
     "not_advertised": "_outcome",
     "not_applicable": "_outcome",
     "unavailable": "_outcome",
-    "AuthorizationRequest": "_flows",
-    "AuthResult": "_flows",
-    "Client": "_flows",
+    "AuthorizationRequest": "_model",
+    "AuthResult": "_model",
+    "Client": "_model",
     "Live": "_flows",
-    "LiveConfig": "_flows",
-    "McpOutcome": "_flows",
-    "Tokens": "_flows",
+    "LiveConfig": "_model",
+    "McpOutcome": "_model",
+    "Tokens": "_model",
     "Exchange": "_record",
     "LiveFailure": "_record",
     "Recorder": "_record",
