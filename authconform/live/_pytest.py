@@ -158,6 +158,8 @@ def pytest_collection_modifyitems(
         keys[id(item)] = (group, order)
     if moved:
         items.sort(key=lambda item: keys[id(item)])
+        if config.pluginmanager.hasplugin("xdist"):
+            _group_by_target(items)
     aging: set[str] = set()
     for item in items:
         callspec = getattr(item, "callspec", None)
@@ -190,6 +192,19 @@ def preflight_error(config: pytest.Config, urls: list[str]) -> str | None:
             raise
         return sentence("the live suite", [str(exc.name)], [extra])
     return run(preflight(config, urls))
+
+
+def _group_by_target(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist ``--dist loadgroup``: one worker runs all checks of a target.
+
+    A target's session (the reference server we start, the clients it registers) is made
+    once, and its run-last checks (cleanup, log scan) see every exchange of the run.
+    """
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        spec = callspec.params.get("live_target_spec") if callspec is not None else None
+        if isinstance(spec, TargetSpec) and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(f"authconform-{spec.name}"))
 
 
 def attach_live(request: pytest.FixtureRequest, live_session: Any) -> Any:

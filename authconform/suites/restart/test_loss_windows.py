@@ -95,13 +95,26 @@ async def _lost(b: StorageBackend, acked: list[tuple[str, bool]]) -> int:
     return lost
 
 
+async def _warm_up(b: StorageBackend, patience: float = 30.0) -> None:
+    """The first answer of a store just restarted (a loaded machine may take seconds)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await b.get_client("warm-up")
+            return
+        except StorageUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def _measure(store: Store) -> list[Kill]:
     kills: list[Kill] = []
     namespace = store.namespace()  # one namespace (schema) for the five kills
     for i, seconds in enumerate(WRITE_SECONDS[:KILLS]):
         async with store.keeping(drop=i == KILLS - 1):
             writer_backend = store.make(namespace)
-            await writer_backend.get_client("warm-up")
+            await _warm_up(writer_backend)
             acked: list[tuple[str, bool]] = []
             stop = asyncio.Event()
             started = time.monotonic()
@@ -114,7 +127,9 @@ async def _measure(store: Store) -> list[Kill]:
             stop.set()
             await asyncio.wait_for(task, 30)
             await asyncio.to_thread(service.start)
-            lost = await _lost(store.make(namespace), acked)
+            reader = store.make(namespace)
+            await _warm_up(reader)
+            lost = await _lost(reader, acked)
             kills.append(Kill(len(acked), lost, elapsed, service.last_ready))
     return kills
 
