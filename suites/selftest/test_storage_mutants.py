@@ -23,7 +23,7 @@ import re
 
 import pytest
 
-from fixtures.mutants.harness import SuiteRun, clean_env, run_suite, service_unavailable
+from fixtures.mutants.harness import SuiteRun, clean_env, run_suite
 from fixtures.mutants.storage import MUTANTS
 
 #: mutant -> {contract check that MUST fail on it: regex its failure message must match}.
@@ -142,8 +142,10 @@ CAUGHT_BY: dict[str, dict[str, str]] = {
     },
 }
 
-BUILTINS = ["memory", "sqlite", "fakeredis", "redis", "postgres"]
-SERVICES = {"redis": "redis", "postgres": "postgres"}
+#: the whole contract suite on these built-ins, here in a subprocess as a user runs it; the
+#: store-backed built-ins (fakeredis, redis, postgres) pass the same suite in the main CI
+#: command (README), so repeating them here would only double CI time
+BUILTINS = ["memory", "sqlite"]
 
 
 def run_contract(pytester: pytest.Pytester, backend: str) -> SuiteRun:
@@ -213,10 +215,6 @@ def test_mutant_fails_the_checks_aimed_at_its_bug(
 def test_builtin_backend_passes_the_whole_contract_suite(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    if name in SERVICES:
-        reason = service_unavailable(SERVICES[name])
-        if reason is not None:
-            pytest.skip(reason)
     clean_env(monkeypatch)
     run = run_contract(pytester, name)
     assert run.ret == pytest.ExitCode.OK and not run.failed(), run.summary()
