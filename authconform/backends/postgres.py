@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -274,6 +275,20 @@ QUERIES: dict[str, str] = {
 
 _ONCE_TABLES = ("codes", "states", "reset_tokens")
 
+#: every table and index the DDL makes: when all exist (and the rate-limit table has its
+#: current layout) the DDL is not run again. Re-running it on a schema in use is not
+#: harmless: CREATE INDEX IF NOT EXISTS takes a SHARE lock on its table before it finds
+#: the index, and a rotation whose reuse path writes refresh_tokens then access_tokens
+#: deadlocks against it (seen with 16 processes each opening its own instance).
+_RELATIONS = tuple(re.findall(r"(?:TABLE|INDEX) IF NOT EXISTS (?:\{s\}\.)?(\w+)", DDL))
+_SCHEMA_COMPLETE = (
+    "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = ANY(%s)) = %s AND EXISTS (SELECT 1 FROM pg_attribute a "
+    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = 'rate_limits' AND a.attname = 'window_length' "
+    "AND NOT a.attisdropped)"
+)
+
 
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -466,6 +481,15 @@ class PostgresBackend:
                     s = _quote_ident(self.schema)
                     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
                     await conn.execute(f"COMMENT ON SCHEMA {s} IS '{SCHEMA_COMMENT}'")
+                else:
+                    cur = await conn.execute(
+                        _SCHEMA_COMPLETE,
+                        (self.schema, list(_RELATIONS), len(_RELATIONS), self.schema),
+                    )
+                    complete = await cur.fetchone()
+                    if complete is not None and complete[0]:
+                        self._ready = True
+                        return
                 await conn.execute(self._ddl)
             self._ready = True
 
