@@ -25,26 +25,7 @@ from authconform.race.properties import PROPERTIES, RaceContext, RaceFailure, ru
 from authconform.race.runners import Runner, close_pool, process_pool
 from fixtures.mutants import racy
 from fixtures.mutants.harness import REPO, clean_env, service_unavailable
-
-#: mutant -> (the property that must catch it, a pattern its failure message matches)
-CAUGHT_BY: dict[str, tuple[str, str]] = {
-    "memory_consume_unlocked": ("single_use", r"concurrent consumes of one .* answered .*CONSUMED"),
-    "memory_rotate_unlocked": ("rotation_once", r"concurrent rotations of one refresh token"),
-    "memory_client_check_then_insert": ("client_created_once", r"creations of one client id"),
-    "memory_challenge_lost_update": ("challenge_attempts_bounded", r"answers .* to one challenge"),
-    "memory_hit_lost_update": ("rate_limit_exact", r"a window of limit \d+ admitted"),
-    "memory_touch_read_await_write": ("touch_longest", r"a shorter TTL overwrote a longer one"),
-    "sqlite_consume_two_transactions": ("single_use", r"concurrent consumes of one"),
-    "sqlite_hit_two_transactions": ("rate_limit_exact", r"a window of limit \d+ admitted"),
-    "redis_consume_blocking_get_set": ("single_use", r"concurrent consumes of one"),
-    "redis_hit_get_set": ("rate_limit_exact", r"a window of limit \d+ admitted"),
-    "redis_challenge_get_set": ("challenge_attempts_bounded", r"answers .* to one challenge"),
-    "redis_touch_read_await_write": ("touch_longest", r"a shorter TTL overwrote a longer one"),
-    "redis_client_exists_then_set": ("client_created_once", r"creations of one client id"),
-    "postgres_consume_select_update": ("single_use", r"concurrent consumes of one"),
-    "postgres_hit_select_upsert": ("rate_limit_exact", r"a window of limit \d+ admitted"),
-    "postgres_client_select_upsert": ("client_created_once", r"creations of one client id"),
-}
+from fixtures.mutants.racy import CAUGHT_BY
 
 
 @pytest.fixture(scope="module")
