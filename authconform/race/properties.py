@@ -412,42 +412,80 @@ def consume_racing_expiry(ctx: RaceContext, d: Draw) -> None:
 def rotate_racing_revoke_grant(ctx: RaceContext, d: Draw) -> None:
     """Rotations racing revoke_grant: no token of the grant is usable afterwards.
 
-    A successor made before it is revoked with the grant; a rotation after it answers REVOKED.
+    Several grants per round and several rounds in lockstep (a barrier before each): in
+    every round each grant gets a rotation of its refresh token and revoke_grant calls
+    released together, so a rotation's window meets a revocation many times per example.
+    A successor made before revoke_grant is revoked with the grant; a rotation called
+    after revoke_grant answered gets REVOKED; at most one ROTATED per token.
     """
-    grant = _token("g")
-    old = _token("rt")
-    access = _token("at")
-    ctx.setup("put_refresh_token", old, RefreshTokenRecord("app", "alice", grant), 600.0)
-    ctx.setup("put_access_token", access, AccessTokenRecord("app", "alice", grant), 600.0)
+    rounds = d.choose(st.integers(1, 6), 4)
+    grants = d.choose(st.integers(1, max(1, min(6, d.n // 2))), 4)
     rotators = d.choose(st.integers(1, 2), 1)
-    programs: list[list[Call]] = []
-    for k in range(d.n):
-        if k >= rotators:
-            programs.append([Call("revoke_grant", (grant,))])
-        else:
-            programs.append([Call("rotate_refresh_token", (old, _token("rt"), 600.0))])
-    random.Random(d.n + rotators).shuffle(programs)
+    # the revocations of a grant are spread over the first ``span`` seconds after the
+    # barrier, so that some land inside the rotation whatever the position of its window
+    span = d.choose(st.floats(0.0005, 0.004), 0.002)
+    # per round and grant: the grant id, its refresh token and its access token
+    table: list[list[tuple[str, str, str]]] = []
+    for _ in range(rounds):
+        row = []
+        for _ in range(grants):
+            grant, old, access = _token("g"), _token("rt"), _token("at")
+            ctx.setup("put_refresh_token", old, RefreshTokenRecord("app", "alice", grant), 600.0)
+            ctx.setup("put_access_token", access, AccessTokenRecord("app", "alice", grant), 600.0)
+            row.append((grant, old, access))
+        table.append(row)
+    programs: list[list[Call]] = [[] for _ in range(d.n)]
+    for r in range(rounds):
+        for j in range(grants):
+            callers = [k for k in range(d.n) if k % grants == j]
+            random.Random(d.n * 31 + r * 7 + j).shuffle(callers)
+            grant, old, _ = table[r][j]
+            rotating = min(rotators, len(callers) - 1)
+            revoking = len(callers) - rotating
+            for i, k in enumerate(callers):
+                if i < rotating:
+                    programs[k].append(Call("rotate_refresh_token", (old, _token("rt"), 600.0)))
+                else:
+                    delay = span * (i - rotating) / max(1, revoking - 1)
+                    programs[k].append(Call("revoke_grant", (grant,), delay=delay))
     history = ctx.runner.run(d.executor, programs, d.jitter)
     _raised(history)
-    checks = [ctx.setup("get_access_token", access)]
+    by_grant: dict[str, list[Operation]] = {}
+    olds = {old: grant for row in table for grant, old, _ in row}
     for o in history:
-        if o.op == "rotate_refresh_token" and _status(o.result) == "ROTATED":
-            checks.append(ctx.setup("get_refresh_token", o.args[1]))
-    checks.append(ctx.setup("get_refresh_token", old))
-    for c in checks:
-        r = c.result
-        if r is not None and not getattr(r, "revoked", False):
-            what = "access token" if c.op == "get_access_token" else "refresh token"
-            raise RaceFailure(
-                f"a {what} of the grant is usable after revoke_grant answered (a rotation "
-                "racing it escaped the revocation)",
-                history=[*history, *checks],
-            )
-    wins = _count(history)["ROTATED"]
-    if wins > 1:
-        raise RaceFailure(
-            f"{wins} rotations of one refresh token answered ROTATED", history=history
-        )
+        grant = o.args[0] if o.op == "revoke_grant" else olds[o.args[0]]
+        by_grant.setdefault(grant, []).append(o)
+    for row in table:
+        for grant, old, access in row:
+            ops = by_grant.get(grant, [])
+            revokes = [o for o in ops if o.op == "revoke_grant"]
+            rotations = [o for o in ops if o.op == "rotate_refresh_token"]
+            wins = [o for o in rotations if _status(o.result) == "ROTATED"]
+            if len(wins) > 1:
+                raise RaceFailure(
+                    f"{len(wins)} rotations of one refresh token answered ROTATED",
+                    history=ops,
+                )
+            first_answer = min((o.ret for o in revokes), default=math.inf)
+            late = [o for o in wins if o.call > first_answer]
+            if late:
+                raise RaceFailure(
+                    "a rotation called after revoke_grant answered got ROTATED (a rotation "
+                    "racing it escaped the revocation)",
+                    history=ops,
+                )
+            checks = [ctx.setup("get_access_token", access)]
+            checks += [ctx.setup("get_refresh_token", o.args[1]) for o in wins]
+            checks.append(ctx.setup("get_refresh_token", old))
+            for c in checks:
+                got = c.result
+                if got is not None and not getattr(got, "revoked", False):
+                    what = "access token" if c.op == "get_access_token" else "refresh token"
+                    raise RaceFailure(
+                        f"a {what} of the grant is usable after revoke_grant answered (a "
+                        "rotation racing it escaped the revocation)",
+                        history=[*ops, *checks],
+                    )
 
 
 def mixed_linearizable(ctx: RaceContext, d: Draw) -> None:

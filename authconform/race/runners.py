@@ -83,27 +83,32 @@ class Call:
     """One operation of a caller's program: ``backend.<op>(*args, **kwargs)``.
 
     ``at``: an instant (``time.time()``) the caller waits for after the barrier, so that
-    every caller starts together at, e.g., a record's expiry.
+    every caller starts together at, e.g., a record's expiry. ``delay``: seconds the
+    caller sleeps after the barrier (and ``at``), so that callers of one round can be
+    staggered across another caller's operation.
     """
 
     op: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=_empty)
     at: float | None = None
+    delay: float = 0.0
 
 
 class BarrierTimeout(RuntimeError):
     """A caller waited at a barrier longer than ``BARRIER_TIMEOUT`` (a stuck caller)."""
 
 
-def _pause(at: float | None, jitter: float) -> None:
-    """Wait until ``at`` (if given), then spin ``jitter`` seconds (no sleep, no yield)."""
+def _pause(at: float | None, jitter: float, delay: float = 0.0) -> None:
+    """Wait until ``at`` (if given), sleep ``delay``, then spin ``jitter`` seconds."""
     if at is not None:
         left = at - time.time()
         if left > 0.002:
             time.sleep(left - 0.001)
         while time.time() < at:
             pass
+    if delay > 0:
+        time.sleep(delay)  # releases the GIL: the callers it is staggered against run
     if jitter > 0:
         end = time.perf_counter() + jitter
         while time.perf_counter() < end:
@@ -129,7 +134,7 @@ def _run_program(
         wait(i)
         if call is None:  # a shorter program still meets every barrier
             continue
-        _pause(call.at, jitter)
+        _pause(call.at, jitter, call.delay)
         t0 = time.time()
         try:
             result: Any = loop.run_until_complete(
@@ -597,6 +602,8 @@ class Runner:
                     continue
                 if call.at is not None:
                     await asyncio.sleep(max(0.0, call.at - time.time()))
+                if call.delay > 0:
+                    await asyncio.sleep(call.delay)
                 for _ in range(int(jitter[k] * 1e5)):  # ~10 us a turn of the loop
                     await asyncio.sleep(0)
                 t0 = time.time()
