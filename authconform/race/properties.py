@@ -67,6 +67,8 @@ BUDGETS: dict[str, dict[str, float]] = {
 }
 #: how far the store's timestamps may be off the callers' clock (seconds)
 SKEW = 0.01
+#: how far around a code's expiry the widely spread consumes are released (seconds)
+WIDE = 0.03
 #: N of the forced first examples (the first round of executors, then the second)
 FORCED_N = (16, 48)
 #: linearizability search bound of the mixed workloads
@@ -369,44 +371,82 @@ def touch_longest(ctx: RaceContext, d: Draw) -> None:
             )
 
 
-def consume_racing_expiry(ctx: RaceContext, d: Draw) -> None:
-    """N consumes of one code released at its expiry instant: at most one CONSUMED.
+def _spread(width: float, count: int, i: int, alone: float = 0.0) -> float:
+    """The ``i``-th of ``count`` offsets evenly over ``[-width, width]`` (one: ``alone``)."""
+    return alone if count == 1 else width * (2 * i / (count - 1) - 1)
 
-    None after the code expired (half-open lifetime), none after another caller saw EXPIRED.
+
+def consume_racing_expiry(ctx: RaceContext, d: Draw) -> None:
+    """Consumes released around codes' expiry instants: no answer that no order explains.
+
+    Several codes per round, several rounds in lockstep; each code's callers are released
+    at its expiry plus an offset, half of them within a few milliseconds of it, the others
+    spread over tens of milliseconds on both sides. Per code: at most one CONSUMED; no
+    CONSUMED or ALREADY_USED to a call made after it expired (half-open lifetime, a few ms
+    of clock skew allowed); no CONSUMED to a call made after another caller was answered
+    EXPIRED; no ALREADY_USED unless some caller got CONSUMED.
     """
-    ttl = d.choose(st.floats(0.03, 0.15), 0.05)
+    rounds = d.choose(st.integers(1, 4), 3)
+    per_round = d.choose(st.integers(1, max(1, min(4, d.n // 2))), max(1, min(4, d.n // 2)))
+    lead = d.choose(st.floats(0.03, 0.12), 0.05)
+    gap = 2 * WIDE + 0.01
     spread = d.choose(st.floats(0.0, 0.004), 0.002)
-    code = _token("code")
-    put = ctx.setup("put_code", code, CodeRecord("app", "alice", _token("g")), ttl)
-    expires = put.result.expires_at
-    offsets = [spread * (2 * k / max(1, d.n - 1) - 1) for k in range(d.n)]
-    random.Random(d.n).shuffle(offsets)
-    history = ctx.runner.run(
-        d.executor,
-        [[Call("consume_code", (code,), at=expires + offsets[k])] for k in range(d.n)],
-        d.jitter,
-    )
-    _raised(history)
-    live = [o for o in history if _status(o.result) in ("CONSUMED", "ALREADY_USED")]
-    wins = [o for o in history if _status(o.result) == "CONSUMED"]
-    expired = [o for o in history if _status(o.result) == "EXPIRED"]
-    problems = []
-    if len(wins) > 1:
-        problems.append(f"{len(wins)} CONSUMED")
-    late = [o for o in live if o.call > expires + SKEW]
-    if late:
-        problems.append(f"{len(late)} live answers to calls made after the code expired")
-    if expired and wins and min(o.ret for o in expired) < max(o.call for o in wins):
-        problems.append("a CONSUMED to a call made after another caller was answered EXPIRED")
-    others = [o for o in history if o not in live and o not in expired]
-    if others:
-        problems.append(f"{len(others)} answers other than CONSUMED, ALREADY_USED, EXPIRED")
-    if problems:
-        raise RaceFailure(
-            f"{d.n} consumes released at the code's expiry (TTL {ttl * 1000:.0f} ms): "
-            f"{'; '.join(problems)}",
-            history=[put, *history],
+    margin = 0.004 * rounds * per_round  # the puts themselves take time
+    puts: list[list[Operation]] = []
+    for r in range(rounds):
+        puts.append(
+            [
+                ctx.setup(
+                    "put_code",
+                    _token("code"),
+                    CodeRecord("app", "alice", _token("g")),
+                    lead + margin + r * gap,
+                )
+                for _ in range(per_round)
+            ]
         )
+    programs: list[list[Call]] = [[] for _ in range(d.n)]
+    for r in range(rounds):
+        for j, put in enumerate(puts[r]):
+            callers = [k for k in range(d.n) if k % per_round == j]
+            dense, wide = (len(callers) + 1) // 2, len(callers) // 2
+            offsets = [_spread(spread, dense, i) for i in range(dense)]
+            offsets += [_spread(WIDE, wide, i, alone=WIDE) for i in range(wide)]
+            random.Random(d.n * 13 + r * 5 + j).shuffle(offsets)
+            expires = put.result.expires_at
+            for k, offset in zip(callers, offsets, strict=True):
+                programs[k].append(Call("consume_code", (put.args[0],), at=expires + offset))
+    history = ctx.runner.run(d.executor, programs, d.jitter)
+    _raised(history)
+    for put in (p for row in puts for p in row):
+        ops = [o for o in history if o.args[0] == put.args[0]]
+        expires = put.result.expires_at
+        live = [o for o in ops if _status(o.result) in ("CONSUMED", "ALREADY_USED")]
+        wins = [o for o in ops if _status(o.result) == "CONSUMED"]
+        expired = [o for o in ops if _status(o.result) == "EXPIRED"]
+        problems = []
+        if len(wins) > 1:
+            problems.append(f"{len(wins)} CONSUMED")
+        late = [o for o in live if o.call > expires + SKEW]
+        if late:
+            worst = max(o.call for o in late) - expires
+            problems.append(
+                f"{len(late)} CONSUMED/ALREADY_USED answers to calls made after the code "
+                f"expired (up to {worst * 1000:.1f} ms after)"
+            )
+        if expired and wins and min(o.ret for o in expired) < max(o.call for o in wins):
+            problems.append("a CONSUMED to a call made after another caller was answered EXPIRED")
+        if live and not wins:
+            problems.append("ALREADY_USED answered though no caller got CONSUMED")
+        others = [o for o in ops if o not in live and o not in expired]
+        if others:
+            problems.append(f"{len(others)} answers other than CONSUMED, ALREADY_USED, EXPIRED")
+        if problems:
+            raise RaceFailure(
+                f"{len(ops)} consumes released around a code's expiry (TTL "
+                f"{put.args[2] * 1000:.0f} ms): {'; '.join(problems)}",
+                history=[put, *ops],
+            )
 
 
 def rotate_racing_revoke_grant(ctx: RaceContext, d: Draw) -> None:
