@@ -202,23 +202,53 @@ ONCE_KINDS: dict[str, tuple[str, str, Callable[[], Any]]] = {
 }
 
 
+Check = Callable[[list[Operation]], None]
+
+
+def _rounds(
+    ctx: RaceContext,
+    d: Draw,
+    make: Callable[[int], tuple[list[Call], Check, str]],
+    allowed: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Several races per example: round ``r`` (records of its own) is ``make(r)``.
+
+    ``make`` returns each caller's call of the round, the round's check and the first
+    argument of its calls (its ops are those); the rounds run in lockstep, a barrier
+    before each, so one example meets the race as many times as it has rounds.
+    """
+    rounds = d.choose(st.integers(1, 4), 3)
+    made = [make(r) for r in range(rounds)]
+    programs = [[calls[k] for calls, _, _ in made] for k in range(d.n)]
+    history = ctx.runner.run(d.executor, programs, d.jitter)
+    _raised(history, allowed)
+    for _, judge, key in made:
+        judge([o for o in history if o.args[0] == key])
+
+
 def single_use(ctx: RaceContext, d: Draw) -> None:
-    """N consumes of one code, state or reset token: exactly one CONSUMED."""
+    """N consumes of one code, state or reset token: exactly one CONSUMED (per round)."""
     kinds = list(ONCE_KINDS)
     forced = None if d.forced is None else kinds[(d.forced // len(d.executors)) % 3]
     kind = d.choose(st.sampled_from(kinds), forced)
     put, consume, record = ONCE_KINDS[kind]
-    key = _token("once")
-    ctx.setup(put, key, record(), 600.0)
-    history = ctx.runner.run(d.executor, [[Call(consume, (key,))]] * d.n, d.jitter)
-    _raised(history)
-    counts = _count(history)
-    if counts["CONSUMED"] != 1 or counts["ALREADY_USED"] != d.n - 1:
-        raise RaceFailure(
-            f"{d.n} concurrent consumes of one {kind} answered {_shown(counts)}; expected "
-            f"exactly 1 CONSUMED and {d.n - 1} ALREADY_USED",
-            history=history,
-        )
+
+    def make(_: int) -> tuple[list[Call], Check, str]:
+        key = _token("once")
+        ctx.setup(put, key, record(), 600.0)
+
+        def check(history: list[Operation]) -> None:
+            counts = _count(history)
+            if counts["CONSUMED"] != 1 or counts["ALREADY_USED"] != d.n - 1:
+                raise RaceFailure(
+                    f"{d.n} concurrent consumes of one {kind} answered {_shown(counts)}; "
+                    f"expected exactly 1 CONSUMED and {d.n - 1} ALREADY_USED",
+                    history=history,
+                )
+
+        return [Call(consume, (key,))] * d.n, check, key
+
+    _rounds(ctx, d, make)
 
 
 single_use.forced = 9  # type: ignore[attr-defined]  # executors x kinds (x 2 sizes for 2)
@@ -229,37 +259,41 @@ def rotation_once(ctx: RaceContext, d: Draw) -> None:
 
     The winner's successor is revoked with the family; the losers' new tokens never exist.
     """
-    old = _token("rt")
-    grant = _token("g")
-    ctx.setup("put_refresh_token", old, RefreshTokenRecord("app", "alice", grant), 600.0)
-    news = [_token("rt") for _ in range(d.n)]
-    history = ctx.runner.run(
-        d.executor,
-        [[Call("rotate_refresh_token", (old, news[k], 600.0))] for k in range(d.n)],
-        d.jitter,
-    )
-    _raised(history)
-    counts = _count(history)
-    if counts["ROTATED"] != 1 or counts["REUSED"] != 1 or counts["REVOKED"] != d.n - 2:
-        raise RaceFailure(
-            f"{d.n} concurrent rotations of one refresh token answered {_shown(counts)}; "
-            f"expected exactly 1 ROTATED, 1 REUSED (it revokes the family) and "
-            f"{d.n - 2} REVOKED",
-            history=history,
-        )
-    winner = next(o for o in history if _status(o.result) == "ROTATED")
-    after = ctx.setup("get_refresh_token", winner.args[1])
-    if after.result is not None and not after.result.revoked:
-        raise RaceFailure(
-            "the winning rotation's successor is still usable after a loser's reuse revoked "
-            "the family",
-            history=[*history, after],
-        )
-    for o in history:
-        if o is not winner:
-            ghost = ctx.setup("get_refresh_token", o.args[1])
-            if ghost.result is not None:
-                raise RaceFailure("a losing rotation's new token exists", history=[*history, ghost])
+
+    def make(_: int) -> tuple[list[Call], Check, str]:
+        old = _token("rt")
+        grant = _token("g")
+        ctx.setup("put_refresh_token", old, RefreshTokenRecord("app", "alice", grant), 600.0)
+        calls = [Call("rotate_refresh_token", (old, _token("rt"), 600.0)) for _ in range(d.n)]
+
+        def check(history: list[Operation]) -> None:
+            counts = _count(history)
+            if counts["ROTATED"] != 1 or counts["REUSED"] != 1 or counts["REVOKED"] != d.n - 2:
+                raise RaceFailure(
+                    f"{d.n} concurrent rotations of one refresh token answered "
+                    f"{_shown(counts)}; expected exactly 1 ROTATED, 1 REUSED (it revokes "
+                    f"the family) and {d.n - 2} REVOKED",
+                    history=history,
+                )
+            winner = next(o for o in history if _status(o.result) == "ROTATED")
+            after = ctx.setup("get_refresh_token", winner.args[1])
+            if after.result is not None and not after.result.revoked:
+                raise RaceFailure(
+                    "the winning rotation's successor is still usable after a loser's reuse "
+                    "revoked the family",
+                    history=[*history, after],
+                )
+            for o in history:
+                if o is not winner:
+                    ghost = ctx.setup("get_refresh_token", o.args[1])
+                    if ghost.result is not None:
+                        raise RaceFailure(
+                            "a losing rotation's new token exists", history=[*history, ghost]
+                        )
+
+        return calls, check, old
+
+    _rounds(ctx, d, make)
 
 
 def rate_limit_exact(ctx: RaceContext, d: Draw) -> None:
@@ -284,26 +318,29 @@ def rate_limit_exact(ctx: RaceContext, d: Draw) -> None:
 
 def client_created_once(ctx: RaceContext, d: Draw) -> None:
     """N creations of one client id: one succeeds, the others get Conflict; it stays."""
-    client_id = "client-" + secrets.token_hex(6)
-    history = ctx.runner.run(
-        d.executor,
-        [[Call("create_client", (client_id, {"n": k}))] for k in range(d.n)],
-        d.jitter,
-    )
-    _raised(history, (Conflict,))
-    made = [o for o in history if isinstance(o.result, ClientRecord)]
-    if len(made) != 1:
-        raise RaceFailure(
-            f"{d.n} concurrent creations of one client id: {len(made)} succeeded, "
-            f"{d.n - len(made)} got Conflict; expected exactly 1 success",
-            history=history,
-        )
-    stored = ctx.setup("get_client", client_id)
-    if stored.result is None or dict(stored.result.metadata) != dict(made[0].args[1]):
-        raise RaceFailure(
-            "the stored client is not the one whose creation succeeded",
-            history=[*history, stored],
-        )
+
+    def make(_: int) -> tuple[list[Call], Check, str]:
+        client_id = "client-" + secrets.token_hex(6)
+        calls = [Call("create_client", (client_id, {"n": k})) for k in range(d.n)]
+
+        def check(history: list[Operation]) -> None:
+            made = [o for o in history if isinstance(o.result, ClientRecord)]
+            if len(made) != 1:
+                raise RaceFailure(
+                    f"{d.n} concurrent creations of one client id: {len(made)} succeeded, "
+                    f"{d.n - len(made)} got Conflict; expected exactly 1 success",
+                    history=history,
+                )
+            stored = ctx.setup("get_client", client_id)
+            if stored.result is None or dict(stored.result.metadata) != dict(made[0].args[1]):
+                raise RaceFailure(
+                    "the stored client is not the one whose creation succeeded",
+                    history=[*history, stored],
+                )
+
+        return calls, check, client_id
+
+    _rounds(ctx, d, make, (Conflict,))
 
 
 def challenge_attempts_bounded(ctx: RaceContext, d: Draw) -> None:
@@ -313,34 +350,40 @@ def challenge_attempts_bounded(ctx: RaceContext, d: Draw) -> None:
     """
     maximum = d.choose(st.integers(1, 5), 3)
     rights = d.choose(st.integers(0, d.n), 1 if d.forced is not None and d.forced % 2 else 0)
-    cid = _token("ch")
-    ctx.setup("put_challenge", cid, "123456", ChallengeRecord("alice", max_attempts=maximum), 600.0)
-    programs = [
-        [Call("attempt_challenge", (cid, "123456" if k < rights else f"{k:06d}x"))]
-        for k in range(d.n)
-    ]
-    random.Random(d.n * 7919 + rights).shuffle(programs)
-    history = ctx.runner.run(d.executor, programs, d.jitter)
-    _raised(history)
-    results: list[AttemptResult] = [o.result for o in history]
-    counted = [r for r in results if r.status != AttemptStatus.NOT_FOUND]
-    ends = [r for r in counted if r.status in (AttemptStatus.SUCCESS, AttemptStatus.LOCKED)]
-    numbers = sorted(r.record.attempts for r in counted if r.record is not None)
-    problems = []
-    if len(counted) > maximum:
-        problems.append(f"{len(counted)} attempts counted (maximum {maximum})")
-    if len(ends) > 1:
-        problems.append(f"{len(ends)} SUCCESS/LOCKED answers (at most 1)")
-    if numbers != list(range(1, len(counted) + 1)):
-        problems.append(f"attempt numbers {numbers} (each of 1..{len(counted)} once)")
-    if not ends and len(counted) != d.n:
-        problems.append("NOT_FOUND answered while the challenge was still alive")
-    if problems:
-        raise RaceFailure(
-            f"{d.n} concurrent answers ({rights} right) to one challenge of {maximum} "
-            f"attempts: {'; '.join(problems)}; answers: {_shown(_count(history))}",
-            history=history,
-        )
+
+    def make(r: int) -> tuple[list[Call], Check, str]:
+        cid = _token("ch")
+        record = ChallengeRecord("alice", max_attempts=maximum)
+        ctx.setup("put_challenge", cid, "123456", record, 600.0)
+        calls = [
+            Call("attempt_challenge", (cid, "123456" if k < rights else f"{k:06d}x"))
+            for k in range(d.n)
+        ]
+        random.Random(d.n * 7919 + rights + r).shuffle(calls)
+        return calls, judge, cid
+
+    def judge(history: list[Operation]) -> None:
+        results: list[AttemptResult] = [o.result for o in history]
+        counted = [r for r in results if r.status != AttemptStatus.NOT_FOUND]
+        ends = [r for r in counted if r.status in (AttemptStatus.SUCCESS, AttemptStatus.LOCKED)]
+        numbers = sorted(r.record.attempts for r in counted if r.record is not None)
+        problems = []
+        if len(counted) > maximum:
+            problems.append(f"{len(counted)} attempts counted (maximum {maximum})")
+        if len(ends) > 1:
+            problems.append(f"{len(ends)} SUCCESS/LOCKED answers (at most 1)")
+        if numbers != list(range(1, len(counted) + 1)):
+            problems.append(f"attempt numbers {numbers} (each of 1..{len(counted)} once)")
+        if not ends and len(counted) != d.n:
+            problems.append("NOT_FOUND answered while the challenge was still alive")
+        if problems:
+            raise RaceFailure(
+                f"{d.n} concurrent answers ({rights} right) to one challenge of {maximum} "
+                f"attempts: {'; '.join(problems)}; answers: {_shown(_count(history))}",
+                history=history,
+            )
+
+    _rounds(ctx, d, make)
 
 
 def touch_longest(ctx: RaceContext, d: Draw) -> None:
