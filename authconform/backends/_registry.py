@@ -7,6 +7,9 @@ attributes the harness reads:
   lets TTL checks run without sleeping); False means the store keeps time (Redis).
 - ``outage_settings(settings) -> BackendSettings``: settings under which the store is
   down, for the fail-closed checks. Absent: those checks are not applicable.
+- ``in_process`` (bool, default False): the store lives in this process (memory,
+  fakeredis), so instances in other processes cannot share it; the race suite's
+  ``process`` executor does not apply.
 - ``service``: a short name of the server it needs (``"redis"``, ``"postgres"``), used
   in error messages.
 """

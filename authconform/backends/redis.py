@@ -1307,4 +1307,5 @@ def _fakeredis_outage(settings: BackendSettings) -> BackendSettings:
 
 fakeredis_factory.uses_clock = False  # type: ignore[attr-defined]
 fakeredis_factory.service = None  # type: ignore[attr-defined]
+fakeredis_factory.in_process = True  # type: ignore[attr-defined]  # one fake server per process
 fakeredis_factory.outage_settings = _fakeredis_outage  # type: ignore[attr-defined]
