@@ -58,7 +58,8 @@ class Call:
     instance: int = 0
     #: the client whose tokens a 200 carries (they are revoked at the end of the run)
     client: Client | None = None
-    #: seconds to wait after the release (jitter), 0 for none
+    #: seconds to wait after the release (an offset in a sweep of the race window), 0 for
+    #: none; kept to tens of microseconds (see ``_pause``)
     delay: float = 0.0
 
 
@@ -172,7 +173,7 @@ class Lanes:
     ) -> None:
         await barrier.wait()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await _pause(delay)
         timeout = self.live.target.timeout
         try:
             async with asyncio.timeout(timeout * 2):
@@ -193,6 +194,21 @@ class Lanes:
         """Close every lane."""
         for client in self.clients:
             await client.aclose()
+
+
+async def _pause(delay: float) -> None:
+    """Wait ``delay`` seconds to within tens of microseconds, other lanes running meanwhile.
+
+    ``asyncio.sleep`` wakes on the selector's millisecond tick, so offsets below a
+    millisecond (the width of a race window: one store round trip) would all collapse
+    to 0 or 1 ms: the rest of the wait yields in a loop instead (a few ms at most).
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + delay
+    if delay > 0.002:
+        await asyncio.sleep(delay - 0.002)
+    while loop.time() < end:
+        await asyncio.sleep(0)
 
 
 @asynccontextmanager

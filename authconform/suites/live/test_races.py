@@ -12,6 +12,7 @@ revocation) is first probed sequentially: a server that does not behave that way
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from authconform import markers
@@ -50,6 +51,22 @@ def _spread(live: Live, n: int) -> list[int]:
 def _jitter(round_no: int, index: int) -> float:
     """No jitter in the first round; then every other request a little later (seconds)."""
     return 0.0 if round_no == 0 or index % 2 == 0 else 0.0002 * round_no
+
+
+#: the step of a sweep of offsets across a race window (seconds): finer than one store
+#: round trip of a server (~0.1-1 ms), so some offset of every sweep falls inside it
+_STEP = 0.00012
+
+
+def _offset(p: int, r: int, pairs: int, rounds: int) -> float:
+    """Pair ``p``'s offset in round ``r``: the rounds interleave one sweep of the window."""
+    return _STEP * (p + r / rounds)
+
+
+def _pair_instances(k: int, p: int, r: int) -> tuple[int, int]:
+    """The instances of pair ``p``'s two requests: one process and two, alternately."""
+    home = (p + r) % k
+    return home, home if p % 2 == 0 else (home + 1) % k
 
 
 def _where(ex: Exchange) -> str:
@@ -162,7 +179,7 @@ async def _grant_alive(
 
 @spec("OAUTH21-4.1.3", "RFC6749-4.1.2", level="SHOULD")
 async def test_parallel_code_replays_revoke_the_winners_tokens(live: Live, request: Any) -> None:
-    """After N exchanges of one code at once, the winner's tokens are revoked.
+    """After a code's exchange and its replay at once, the winner's tokens are revoked.
 
     OAuth 2.1 4.1.3: the AS "SHOULD revoke (when possible) all access tokens and refresh
     tokens previously issued based on that authorization code". Applies where the
@@ -173,7 +190,9 @@ async def test_parallel_code_replays_revoke_the_winners_tokens(live: Live, reque
     client = await live.client()
     async with live.control("a code exchange and its replay"):
         auth, tokens = await live.tokens(client)
+        started = time.perf_counter()
         replay = await live.exchange(client, auth)
+        took = time.perf_counter() - started
     if replay.status == 200:
         unavailable("a sequential replay was exchanged again (the single-use checks report it)")
     alive, _, _ = await _grant_alive(live, client, tokens)
@@ -184,37 +203,61 @@ async def test_parallel_code_replays_revoke_the_winners_tokens(live: Live, reque
             "tokens reports that), so there is nothing to check after a race"
         )
     n, rounds = live.config.race_size, live.config.race_rounds
+    pairs = max(1, n // 2)
+    k = live.target.instances
     late = 0
     for r in range(rounds):
-        auth = await live.code_for(client)
-        calls = [await exchange_call(live, client, auth, instance=i) for i in _spread(live, n)]
+        # codes exchanged twice each, all released at once: every first exchange on one
+        # instance, every second on another, later by an offset (the offsets sweep from
+        # under to over a sequential exchange's time). A replay on the same instance
+        # could never be caught between the winner's consuming the code and storing its
+        # tokens (one process's store calls may queue in order); the firsts together
+        # stretch that window, so some replay lands in it, and its refusal must revoke
+        # tokens issued after it (at the latest on a later replay)
+        auths = [await live.code_for(client) for _ in range(pairs)]
+        calls: list[Call] = []
+        first, second = r % k, (r + 1) % k
+        for auth in auths:
+            calls.append(await exchange_call(live, client, auth, instance=first))
+        for p, auth in enumerate(auths):
+            calls.append(await exchange_call(live, client, auth, instance=second))
+            calls[-1].delay = took * (0.4 + 1.2 * (p + r / rounds) / pairs)
         exchanges = await lockstep(live, calls)
-        what = f"{n} exchanges of one code sent at once (round {r + 1} of {rounds})"
-        won = _tally(live, exchanges, what, ("invalid_grant",))
-        if len(won) != 1:
-            unavailable(
-                f"{what}: {len(won)} answered 200, not one (the single-winner check reports it)"
-            )
-        winner = live.tokens_of(won[0], "the winning exchange", client)
-        alive, newest, seen = await _grant_alive(live, client, winner)
-        if not alive:
-            continue
-        late += 1
-        again = await live.exchange(client, auth)
-        alive, _, more = await _grant_alive(live, client, newest)
-        if alive:
-            fail(
-                f"{what}: the winner's tokens still work after {n - 1} concurrent replays "
-                "and one more replay sent after the race",
-                "every token issued for the code revoked once a replay was refused "
-                "(as a sequential replay does on this server)",
-                [won[0], *seen, again, *more],
-            )
+        what = (
+            f"{pairs} codes each exchanged twice, all sent at once, the second exchanges "
+            f"on instance {second} {calls[pairs].delay * 1e3:.1f}-{calls[-1].delay * 1e3:.1f} ms "
+            f"later (round {r + 1} of {rounds})"
+        )
+        _tally(live, exchanges, what, ("invalid_grant",))
+        for p, auth in enumerate(auths):
+            pair = [exchanges[p], exchanges[pairs + p]]
+            won = [ex for ex in pair if ex.status == 200]
+            if len(won) != 1:
+                unavailable(
+                    f"{what}: {len(won)} of the two exchanges of a code answered 200, not one "
+                    "(the single-winner check reports it)"
+                )
+            winner = live.tokens_of(won[0], "the winning exchange", client)
+            alive, newest, seen = await _grant_alive(live, client, winner)
+            if not alive:
+                continue
+            late += 1
+            again = await live.exchange(client, auth)
+            alive, _, more = await _grant_alive(live, client, newest)
+            if alive:
+                fail(
+                    f"{what}: the winner's tokens still work after a concurrent replay "
+                    f"(on instance {pair[1 if pair[0] is won[0] else 0].instance}) and one "
+                    "more replay sent after the race",
+                    "every token issued for the code revoked once a replay was refused "
+                    "(as a sequential replay does on this server)",
+                    [won[0], *seen, again, *more],
+                )
     if late:
         note(
             request,
-            f"in {late} of {rounds} races the concurrent replays left the "
-            "winner's tokens (issued while they ran) working; a later replay revoked them",
+            f"in {late} of {rounds * pairs} races the concurrent replay left the winner's "
+            "tokens (issued while it ran) working; a later replay revoked them",
         )
 
 
@@ -316,28 +359,31 @@ async def test_refresh_racing_revocation_leaves_no_usable_refresh_token(live: Li
     pairs = max(1, n // 2)
     k = live.target.instances
     for r in range(rounds):
-        # pairs of (one refresh, one revocation) of their own family each, all released
-        # at once; each pair delays its refresh by another offset, so some revocation
-        # straddles its rotation (a second refresh or revocation of one family would end
-        # it by itself: a reuse, a revocation after the rotation)
+        # pairs of (one revocation, one refresh) of their own family each, all released at
+        # once (a second refresh or revocation of one family would end it by itself: a
+        # reuse, a revocation after the rotation); each pair sends its refresh at another
+        # offset after its revocation, the offsets sweeping the window in which a
+        # revocation has read the token and not yet revoked it (a store round trip or two)
         families = [await live.refreshable(client) for _ in range(pairs)]
         calls: list[Call] = []
+        where: list[str] = []
         for p, tokens in enumerate(families):
-            calls.append(await refresh_call(live, client, tokens.rt, instance=(p + r) % k))
-            calls[-1].delay = 0.0003 * (p + pairs * r)
-            calls.append(
-                await revoke_call(
-                    live, client, tokens.rt, "refresh_token", instance=(p + r + 1) % k
-                )
+            home, other = _pair_instances(k, p, r)
+            calls.append(await revoke_call(live, client, tokens.rt, "refresh_token", instance=home))
+            calls.append(await refresh_call(live, client, tokens.rt, instance=other))
+            calls[-1].delay = _offset(p, r, pairs, rounds)
+            where.append(
+                f"revocation on instance {home}, refresh on instance {other} "
+                f"{calls[-1].delay * 1e6:.0f} us later"
             )
         exchanges = await lockstep(live, calls)
         what = (
-            f"{pairs} refresh and revocation pairs sent at once, each of one refresh token "
+            f"{pairs} revocation and refresh pairs sent at once, each of one refresh token "
             f"(round {r + 1} of {rounds})"
         )
-        won = _tally(live, exchanges[0::2], what, ("invalid_grant",))
-        for tokens, refresh, revocation in zip(
-            families, exchanges[0::2], exchanges[1::2], strict=True
+        won = _tally(live, exchanges[1::2], what, ("invalid_grant",))
+        for tokens, revocation, refresh, place in zip(
+            families, exchanges[0::2], exchanges[1::2], where, strict=True
         ):
             if revocation.status != 200:
                 fail(
@@ -352,17 +398,17 @@ async def test_refresh_racing_revocation_leaves_no_usable_refresh_token(live: Li
                 works, probe = await _refresh_works(live, client, new)
                 if works:
                     fail(
-                        f"{what}: the refresh on {_where(refresh)} answered 200, and its new "
+                        f"{what}: the refresh answered 200 ({place}), and its new "
                         "refresh token still refreshes after the revocation answered 200",
                         "no refresh token of the family usable once the revocation answered "
                         "(as when the revocation comes after a sequential refresh)",
-                        [refresh, revocation, probe],
+                        [revocation, refresh, probe],
                     )
             works, probe = await _refresh_works(live, client, tokens.rt)
             if works:
                 fail(
                     f"{what}: the revoked refresh token refreshes after the revocation "
-                    "answered 200",
+                    f"answered 200 ({place})",
                     "the revoked token refused (invalid_grant)",
                     [revocation, probe],
                     spec="RFC7009-2.1",
@@ -403,28 +449,33 @@ async def test_registered_client_is_known_at_once_on_every_instance(live: Live) 
     k = live.target.instances
     for r in range(rounds):
         home = r % k
-        # first uses go where a load balancer sends them: mostly to the other instances
-        instances = [home] + [(home + 1 + i % max(1, k - 1)) % k for i in range(n - 1)]
-        async with lanes(live, instances) as opened:
+        # wave 1 goes only to the instances that did not take the registration (a request
+        # to that one could make it publish a registration it held back, and hide that
+        # the others did not know the client); wave 2 goes to every instance
+        others = [i for i in range(k) if i != home] or [home]
+        waves = [[others[i % len(others)] for i in range(n)], _spread(live, n)]
+        exchanges: list[Exchange] = []
+        async with lanes(live, waves[0]) as first, lanes(live, waves[1]) as second:
             async with live.control("a dynamic registration"):
                 client = await live.new_client(instance=home)
-            calls: list[Call] = []
-            for i, instance in enumerate(instances):
-                if i % 2 == 0:
-                    calls.append(await authorize_call(live, client, instance=instance))
-                else:
-                    data = {
-                        "grant_type": "authorization_code",
-                        "code": secrets.token_urlsafe(32),
-                        "redirect_uri": client.redirect_uri,
-                        "code_verifier": secrets.token_urlsafe(48),
-                    }
-                    calls.append(await token_call(live, client, data, instance=instance))
-            exchanges = await opened.fire(calls)
+            for opened, instances in ((first, waves[0]), (second, waves[1])):
+                calls: list[Call] = []
+                for i, instance in enumerate(instances):
+                    if i % 2 == 0:
+                        calls.append(await authorize_call(live, client, instance=instance))
+                    else:
+                        data = {
+                            "grant_type": "authorization_code",
+                            "code": secrets.token_urlsafe(32),
+                            "redirect_uri": client.redirect_uri,
+                            "code_verifier": secrets.token_urlsafe(48),
+                        }
+                        calls.append(await token_call(live, client, data, instance=instance))
+                exchanges += await opened.fire(calls)
         what = (
-            f"{n} requests with a client registered on instance {home}, sent at once "
-            "the moment registration "
-            f"answered (round {r + 1} of {rounds})"
+            f"{n} requests with a client registered on instance {home}, sent at once the "
+            f"moment registration answered{' to the other instances' if k > 1 else ''}, "
+            f"then {n} more spread over every instance (round {r + 1} of {rounds})"
         )
         unknown = [
             (ex, why) for ex in exchanges if (why := _unknown_client(ex, client)) is not None
