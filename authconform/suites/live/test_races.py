@@ -206,6 +206,10 @@ async def test_parallel_code_replays_revoke_the_winners_tokens(live: Live, reque
     pairs = max(1, n // 2)
     k = live.target.instances
     late = 0
+    disc = await live.discovery()
+    can_probe = tokens.refresh_token is not None and (
+        disc.mcp_url is not None or disc.endpoint("introspection") is not None
+    )
     for r in range(rounds):
         # codes exchanged twice each, all released at once: every first exchange on one
         # instance, every second on another, later by an offset (the offsets sweep from
@@ -253,12 +257,88 @@ async def test_parallel_code_replays_revoke_the_winners_tokens(live: Live, reque
                     "(as a sequential replay does on this server)",
                     [won[0], *seen, again, *more],
                 )
+        if can_probe:
+            late += await _replays_racing_refreshes(live, client, r, rounds, pairs, k)
     if late:
         note(
             request,
-            f"in {late} of {rounds * pairs} races the concurrent replay left the winner's "
-            "tokens (issued while it ran) working; a later replay revoked them",
+            f"a concurrent replay left tokens issued while it ran working ({late} "
+            f"time{'s' if late > 1 else ''}); a later replay revoked them",
         )
+
+
+async def _replays_racing_refreshes(
+    live: Live, client: Client, r: int, rounds: int, pairs: int, k: int
+) -> int:
+    """Replays of exchanged codes at once with refreshes of their tokens; how many late.
+
+    A replay refused while a refresh of the code's tokens is under way may revoke the
+    grant between the refresh's rotation and its storing the new access token: that
+    token outlives the replay, and the next replay must revoke it (a server that handles
+    a code's replay only once never does). Each pair (one code) sends the replay first
+    and the refresh at another offset, the offsets sweeping the window (a store round
+    trip or two), on two instances where there are (each way round in turn).
+    """
+    issued = [await live.tokens(client) for _ in range(pairs)]
+    calls: list[Call] = []
+    where: list[str] = []
+    for p, (auth, tokens) in enumerate(issued):
+        home = (p + r) % k
+        other = (home + 1) % k  # across two processes, each way in turn (measured: one
+        # process's queue never let the window open in the reference's store round trips)
+        calls.append(await exchange_call(live, client, auth, instance=home))
+        calls.append(await refresh_call(live, client, tokens.rt, instance=other))
+        calls[-1].delay = _offset(p, r, pairs, rounds)
+        where.append(
+            f"replay on instance {home}, refresh on instance {other} "
+            f"{calls[-1].delay * 1e6:.0f} us later"
+        )
+    exchanges = await lockstep(live, calls)
+    what = (
+        f"{pairs} replays of exchanged codes, each with a refresh of its tokens, all sent at "
+        f"once (round {r + 1} of {rounds})"
+    )
+    _tally(live, exchanges[0::2], what, ("invalid_grant",))
+    won = _tally(live, exchanges[1::2], what, ("invalid_grant",))
+    late = 0
+    for (auth, _), replay, refresh, place in zip(
+        issued, exchanges[0::2], exchanges[1::2], where, strict=True
+    ):
+        if replay.status == 200:
+            fail(
+                f"{what}: a replay of a code exchanged before answered 200 ({place})",
+                "400 invalid_grant: the code was used already",
+                [replay],
+                spec="RFC6749-4.1.2",
+                level="MUST",
+            )
+        if refresh not in won:
+            continue
+        fresh = live.tokens_of(refresh, "the refresh racing the replay", client)
+        alive, seen = await _issued_alive(live, client, fresh)
+        if not alive:
+            continue
+        late += 1
+        again = await live.exchange(client, auth)
+        alive, more = await _issued_alive(live, client, fresh)
+        if alive:
+            fail(
+                f"{what}: tokens the refresh issued ({place}) still work after the "
+                "concurrent replay and one more replay sent after the race",
+                "every token issued for the code revoked once a replay was refused "
+                "(as a sequential replay does on this server)",
+                [replay, refresh, *seen, again, *more],
+            )
+    return late
+
+
+async def _issued_alive(live: Live, client: Client, tokens: Tokens) -> tuple[bool, list[Exchange]]:
+    """Whether the access token works, or failing that the refresh token refreshes."""
+    works, ex = await live.token_works(tokens.access_token, client)
+    if works or tokens.refresh_token is None:
+        return works, [ex]
+    refreshes, probe = await _refresh_works(live, client, tokens.refresh_token)
+    return refreshes, [ex, probe]
 
 
 # -- refresh tokens ---------------------------------------------------------------------------
