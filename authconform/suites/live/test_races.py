@@ -410,7 +410,7 @@ async def test_parallel_refreshes_of_one_token_have_at_most_one_winner(live: Liv
 # -- refresh racing revocation -----------------------------------------------------------------
 @spec("RFC7009-2.1", level="SHOULD")
 async def test_refresh_racing_revocation_leaves_no_usable_refresh_token(live: Live) -> None:
-    """Refreshes and revocations of one refresh token at once: afterwards none of its family works.
+    """A refresh and a revocation of one refresh token at once: afterwards none of its family works.
 
     RFC 7009 2.1: "The invalidation takes place immediately, and the token cannot be used
     again after the revocation" (the revoked token refreshing again fails as a MUST);
