@@ -153,7 +153,8 @@ class Lanes:
             unavailable(
                 f"rate-limited: {len(limited)} of {len(calls)} requests sent at once were "
                 "answered 429; a race cannot be retried in lockstep (raise the target's "
-                "limit for the test client, or lower --authconform-race-size)"
+                "limit for the test client, or lower --authconform-race-size: "
+                "--authconform-rate paces the run, but a race's requests still leave at once)"
             )
         if any(ex.error is not None for ex in exchanges) and not await target.alive():
             target.down = f"{exchanges[0].method} {exchanges[0].url}: no response in a race"
