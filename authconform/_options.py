@@ -205,6 +205,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", "HTTP timeout per request (s)", "10", kind="float", minimum=0.1,
            group="live"),
     Option(
+        "race_size",
+        "requests the live race checks send at once (one lane each, spread over the "
+        "target's instances)",
+        "8",
+        kind="int",
+        minimum=2,
+        group="live",
+    ),
+    Option(
+        "race_rounds",
+        "rounds of each live race check (a race window is hit by chance: more rounds, "
+        "more power)",
+        "3",
+        kind="int",
+        minimum=1,
+        group="live",
+    ),
+    Option(
         "instances",
         "reference-server processes over one backend (auto: 1 for memory/fakeredis, else 2)",
         "auto",

@@ -59,6 +59,9 @@ class LiveConfig:
     code_ttl: float | None = None
     refresh_ttl: float | None = None
     auth_limit: int | None = None
+    #: requests per race and rounds per race check (live race checks)
+    race_size: int = 8
+    race_rounds: int = 3
 
 
 @dataclass

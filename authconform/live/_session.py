@@ -64,6 +64,8 @@ def _live_config(config: pytest.Config) -> LiveConfig:
         code_ttl=_optional_float(config, "code_ttl"),
         refresh_ttl=_optional_float(config, "refresh_ttl"),
         auth_limit=int(limit) if limit not in (None, "") else None,
+        race_size=int(setting(config, "race_size")),
+        race_rounds=int(setting(config, "race_rounds")),
     )
 
 

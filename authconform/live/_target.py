@@ -136,6 +136,8 @@ class Target:
         self.liveness_url: str = self.urls[0]
         self._pace = asyncio.Lock()
         self._next_at = 0.0
+        #: the transport given (an in-process ASGI app), None for sockets
+        self.transport = transport
         inner = transport or httpx.AsyncHTTPTransport()
         self.client = httpx.AsyncClient(
             transport=_Guard(inner, self),

@@ -550,9 +550,15 @@ class StoreProvider:
         )
 
     async def revoke_token(self, token: StoredAccessToken | StoredRefreshToken) -> None:
-        """RFC 7009: an access token alone; a refresh token with its whole grant."""
+        """RFC 7009: an access token alone; a refresh token with its whole grant.
+
+        A rotated refresh token ends its grant too (RFC 7009 2.1 lets the revocation of
+        a token revoke the underlying grant): whether a concurrent refresh rotated the
+        token just before the revocation or just after, the family ends, so a revocation
+        that answered 200 leaves no refresh token of the family usable.
+        """
         if isinstance(token, StoredRefreshToken):
-            if not token.rotated and not token.revoked:
+            if not token.revoked:
                 await self.backend.revoke_grant(token.grant_id)
             return
         await self.backend.revoke_access_token(token.token)
