@@ -215,8 +215,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "race_rounds",
-        "rounds of each live race check (a race window is hit by chance: more rounds, "
-        "more power)",
+        "rounds of each live race check (the code-replay race runs twice as many; a race "
+        "window is hit by chance: more rounds, more power)",
         "3",
         kind="int",
         minimum=1,
