@@ -19,6 +19,7 @@ Every handle offers the same verbs (:class:`Service`); what a provider cannot do
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import pwd
@@ -114,21 +115,24 @@ class Service(Protocol):
         ...
 
 
-class _Base:
+class _Base(abc.ABC):
     kind = "service"
     provider = "local"
     can_kill = True
     can_pause = True
     last_ready = 0.0
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Each kind of service says how."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Each kind of service says how."""
 
+    @abc.abstractmethod
     def kill(self) -> None:
-        raise NotImplementedError
+        """Each kind of service says how."""
 
     def restart(self, *, kill: bool = False) -> float:
         """Stop (or kill) and start again; returns the seconds to ready."""
@@ -157,8 +161,9 @@ class _Base:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Each kind of service says how."""
 
 
 class _LocalProcess(_Base):
@@ -180,11 +185,13 @@ class _LocalProcess(_Base):
     def data_dir(self) -> Path | None:
         return self.workdir
 
+    @abc.abstractmethod
     def argv(self) -> list[str]:
-        raise NotImplementedError
+        """Each kind of service says how."""
 
+    @abc.abstractmethod
     def readiness(self) -> Readiness:
-        raise NotImplementedError
+        """Each kind of service says how."""
 
     @property
     def running(self) -> bool:
