@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,8 @@ if sys.platform.startswith("linux"):
         _prctl = None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child (after fork)
+    """Linux: this process gets SIGKILL when its parent dies (a no-op elsewhere)."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -104,7 +105,7 @@ def spawn(
         "env": full_env,
         "start_new_session": True,
         "cwd": cwd,
-        "preexec_fn": _die_with_parent if _prctl is not None else None,
+        "preexec_fn": die_with_parent if _prctl is not None else None,
     }
     if user is not None:
         kwargs["user"] = user
@@ -218,21 +219,18 @@ atexit.register(reap)
 _term_installed = False
 
 
-def _install_term_handler() -> None:
-    """On SIGTERM (a CI cancel), stop our groups first, then do what was done before.
+def chain_sigterm(cleanup: Callable[[], object]) -> bool:
+    """On SIGTERM run ``cleanup``, then do what was done before; False off the main thread.
 
-    Installed from the main thread only (Python's rule); it chains to the previous
-    handler, or re-sends the signal under the default action. The parent-death signal
-    covers the case where it cannot be installed.
+    Python installs handlers from the main thread only. The handler chains to the
+    previous one, or re-sends the signal under the default action (ignored stays ignored).
     """
-    global _term_installed
-    if _term_installed or threading.current_thread() is not threading.main_thread():
-        return
-    _term_installed = True
+    if threading.current_thread() is not threading.main_thread():
+        return False
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
-        reap(grace=2.0)
+        cleanup()
         if callable(previous):
             previous(signum, frame)
             return
@@ -241,6 +239,17 @@ def _install_term_handler() -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_term)
+    return True
+
+
+def _install_term_handler() -> None:
+    """On SIGTERM (a CI cancel), stop our groups first.
+
+    The parent-death signal covers the case where the handler cannot be installed.
+    """
+    global _term_installed
+    if not _term_installed:
+        _term_installed = chain_sigterm(lambda: reap(grace=2.0))
 
 
 def _stat(entry: Path) -> list[str] | None:

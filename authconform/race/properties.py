@@ -778,6 +778,8 @@ def run_property(
     seed(chosen)(test)
     try:
         test()
+    except (KeyboardInterrupt, SystemExit):
+        raise  # Ctrl-C, or SIGTERM turned into an interrupt: the run stops, found or not
     except BaseException as exc:
         # Hypothesis re-runs a failing example to report it; a race need not repeat, so
         # whatever it raises then (the failure again, Flaky, ...), the first failure is it

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import ctypes
-import ctypes.util
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -51,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authconform.contract import BackendSettings
+from authconform.procs._groups import chain_sigterm, die_with_parent
 from authconform.race.history import Operation
 
 __all__ = [
@@ -268,12 +267,7 @@ class _Gate:
 
 # worker processes ------------------------------------------------------------------------
 def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
+    die_with_parent()
 
     def watch() -> None:
         while True:
@@ -474,7 +468,7 @@ def process_pool() -> ProcessPool:
         if _POOL is None:
             _POOL = ProcessPool()
             atexit.register(_POOL.close)
-            _chain_sigterm()
+            chain_sigterm(_stop_pool_now)
         return _POOL
 
 
@@ -485,26 +479,13 @@ def close_pool() -> None:
             _POOL.close()
 
 
-def _chain_sigterm() -> None:
-    """On SIGTERM stop the workers, then do what was done before (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: Any) -> None:
-        if _POOL is not None and _POOL._lock.acquire(timeout=1):
-            try:
-                _POOL._stop_locked(grace=1.0)
-            finally:
-                _POOL._lock.release()
-        if callable(previous):
-            previous(signum, frame)
-            return
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous != signal.SIG_IGN else previous)
-        if previous != signal.SIG_IGN:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_term)
+def _stop_pool_now() -> None:
+    """SIGTERM: stop the workers (if the pool is not busy for more than a second)."""
+    if _POOL is not None and _POOL._lock.acquire(timeout=1):
+        try:
+            _POOL._stop_locked(grace=1.0)
+        finally:
+            _POOL._lock.release()
 
 
 # the runner of one backend ---------------------------------------------------------------
