@@ -46,6 +46,47 @@ class Capability(enum.Enum):
 
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
 
+_OPS_OF: dict[Capability, tuple[str, ...]] = {
+    Capability.CLIENTS: (
+        "create_client",
+        "get_client",
+        "update_client",
+        "delete_client",
+        "list_clients",
+        "verify_client_secret",
+    ),
+    Capability.CODES: ("put_code", "get_code", "consume_code"),
+    Capability.TOKENS: (
+        "put_access_token",
+        "get_access_token",
+        "revoke_access_token",
+        "revoke_grant",
+    ),
+    Capability.REFRESH: (
+        "put_refresh_token",
+        "get_refresh_token",
+        "rotate_refresh_token",
+        "revoke_refresh_token",
+    ),
+    Capability.STATES: ("put_state", "consume_state"),
+    Capability.CHALLENGES: ("put_challenge", "attempt_challenge"),
+    Capability.RESET_TOKENS: ("put_reset_token", "consume_reset_token"),
+    Capability.SESSIONS: (
+        "create_session",
+        "get_session",
+        "touch_session",
+        "list_sessions",
+        "revoke_session",
+        "revoke_all_sessions",
+    ),
+    Capability.RATE_LIMITS: ("hit",),
+    Capability.ADMIN: ("health", "stats", "purge_expired", "drop_namespace", "dump_raw"),
+}
+#: the capability each ``StorageBackend`` operation belongs to (as the Protocol groups them)
+CAPABILITY_OF_OPERATION: dict[str, Capability] = {
+    op: capability for capability, ops in _OPS_OF.items() for op in ops
+}
+
 
 class Clock(Protocol):
     """Wall-clock seconds since the epoch, as a float."""

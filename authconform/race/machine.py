@@ -51,6 +51,7 @@ from authconform.contract import (
     SessionRecord,
     StateRecord,
 )
+from authconform.contract._protocol import ALL_CAPABILITIES, CAPABILITY_OF_OPERATION, Capability
 from authconform.contract.model import MODEL_ERRORS, ContractModel
 from authconform.race.history import Operation, describe
 
@@ -222,6 +223,7 @@ class _Driver:
         self.plan: tuple[int, int, float, float] | None = None
         self.first_failure: float | None = None
         self.first_message = ""
+        self.capabilities: frozenset[Capability] = ALL_CAPABILITIES
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -238,6 +240,7 @@ class _Driver:
             if self.clock is not None:
                 settings = replace(settings, clock=self.clock)
             made = self._made[key] = self.target.factory(settings)
+            self.capabilities = frozenset(getattr(made, "capabilities", ALL_CAPABILITIES))
         return made
 
     def reset(self, retention: float) -> None:
@@ -318,6 +321,8 @@ def build_machine(driver: _Driver, sleep_budget: float) -> type[RuleBasedStateMa
             **kwargs: Any,
         ) -> Any:
             backend = driver.backend(ns, instance, self.retention)
+            if CAPABILITY_OF_OPERATION[op] not in driver.capabilities:
+                return None  # not declared: neither the backend nor the model takes it
             self.steps += 1
             self.last_ns = ns
             lo = driver.now()

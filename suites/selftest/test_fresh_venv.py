@@ -305,6 +305,20 @@ def test_contract_suite_on_the_users_backend(fresh: Fresh) -> None:
     fresh.figures["contract_on_mystore"] = re.sub(r" in [\d.]+s.*", "", last.strip("= "))
 
 
+def test_state_machine_on_the_users_backend_uses_only_what_it_declares(fresh: Fresh) -> None:
+    """mystore keeps codes and states only: the model suite never calls anything else."""
+    proc = fresh.run(
+        fresh.full,
+        ["pytest", "--pyargs", "authconform.suites.race.test_state_machine",
+         "--backend=mystore.backend:make", "--authconform-hypothesis-profile=dev",
+         "-q", "-p", "no:cacheprovider"],
+        cwd=fresh.project_async,
+    )
+    last = proc.stdout.rstrip().splitlines()[-1]
+    assert proc.returncode == 0, f"state machine on mystore:\n{_tail(proc.stdout)}"
+    assert "1 passed" in last, last
+
+
 def _start_serve(fresh: Fresh, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     argv = [str(fresh.full / "bin" / "authconform"), "serve", "--backend", "memory",
             "--host", "127.0.0.1", "--port", "0", "--access-ttl", "2"]
