@@ -101,10 +101,9 @@ def check_capabilities(item: pytest.Item, backend: StorageBackend) -> None:
     marker = item.get_closest_marker("authconform_requires")
     if marker is None:
         return
-    missing = [
-        c for c in marker.args if isinstance(c, Capability) and c not in backend.capabilities
-    ]
-    if missing:
+    wanted = [c for c in marker.args if isinstance(c, Capability)]
+    missing = [c for c in wanted if c not in backend.capabilities]
+    if missing and (not marker.kwargs.get("any_of") or len(missing) == len(wanted)):
         names = ", ".join(c.value for c in missing)
         pytest.skip(f"not-applicable: backend {backend.name} does not declare {names}")
 
@@ -198,4 +197,3 @@ def live(request: pytest.FixtureRequest, live_session: Any) -> Any:
     from authconform.live._pytest import attach_live
 
     return attach_live(request, live_session)
-

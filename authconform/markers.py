@@ -27,7 +27,8 @@ MARKERS: dict[str, str] = {
         "(ids like RFC6749-4.1.2, CONTRACT-single-use; level MUST, SHOULD or MAY)"
     ),
     "authconform_requires": (
-        "authconform_requires(*capabilities): storage capabilities the check needs"
+        "authconform_requires(*capabilities, any_of=False): storage capabilities the "
+        "check needs (with any_of, one of them is enough)"
     ),
     "authconform_race": "authconform_race: a concurrency check",
     "authconform_restart": "authconform_restart: a check that restarts or kills a process",

@@ -138,7 +138,7 @@ def _check(
 
 
 @spec("CONTRACT-single-use", "CONTRACT-atomic-operations", THREADS_AND_PROCESSES, level="MUST")
-@requires(Capability.CODES, Capability.STATES, Capability.RESET_TOKENS)
+@requires(Capability.CODES, Capability.STATES, Capability.RESET_TOKENS, any_of=True)
 def test_one_of_n_consumes_wins(
     request: pytest.FixtureRequest,
     backend: StorageBackend,
@@ -262,7 +262,11 @@ def test_callers_in_other_processes_share_the_store(
     race_context.setup("put_code", code, CodeRecord("app", "alice", "g-proc"), 600.0)
     history = race_context.runner.run("process", [[Call("get_code", (code,))]] * 4)
     unseen = [o for o in history if o.result is None or isinstance(o.result, BaseException)]
-    assert not unseen, f"{len(unseen)} of 4 processes did not see the code put here"
+    assert not unseen, (
+        f"{len(unseen)} of 4 processes did not see the code put here: the store is not shared "
+        "between processes (a store in process memory loses grants between instances; a test "
+        "double declares `factory.in_process = True`, see docs/contract.md)"
+    )
     history = race_context.runner.run("process", [[Call("consume_code", (code,))]] * 4)
     wins = [o for o in history if getattr(o.result, "status", None) == ConsumeStatus.CONSUMED]
     assert len(wins) == 1, f"{len(wins)} of 4 processes consumed one code"
