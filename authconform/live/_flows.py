@@ -717,16 +717,23 @@ class Live:
             "client authenticating that way"
         )
 
-    async def revoke(
+    async def revocation_request(
         self, client: Client, token: str, hint: str | None = None, *, instance: int = 0
-    ) -> Exchange:
-        """RFC 7009 revocation, authenticated as ``client``."""
+    ) -> tuple[str, dict[str, str], dict[str, str]]:
+        """URL, form and headers of an RFC 7009 revocation authenticated as ``client``."""
         url = self.target.on(instance, await self.endpoint("revocation"))
         data = {"token": token}
         if hint:
             data["token_type_hint"] = hint
         headers: dict[str, str] = {}
         self.client_auth(client, data, headers)
+        return url, data, headers
+
+    async def revoke(
+        self, client: Client, token: str, hint: str | None = None, *, instance: int = 0
+    ) -> Exchange:
+        """RFC 7009 revocation, authenticated as ``client``."""
+        url, data, headers = await self.revocation_request(client, token, hint, instance=instance)
         return await self.target.request(
             "POST", url, purpose="revocation", data=data, headers=headers, instance=instance
         )

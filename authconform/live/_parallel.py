@@ -269,12 +269,7 @@ async def revoke_call(
     live: Live, client: Client, token: str, hint: str | None = None, *, instance: int = 0
 ) -> Call:
     """An RFC 7009 revocation (what ``Live.revoke`` sends)."""
-    url = live.target.on(instance, await live.endpoint("revocation"))
-    data = {"token": token}
-    if hint:
-        data["token_type_hint"] = hint
-    headers: dict[str, str] = {}
-    live.client_auth(client, data, headers)
+    url, data, headers = await live.revocation_request(client, token, hint, instance=instance)
     return Call("POST", url, "revocation", data, headers, instance)
 
 
