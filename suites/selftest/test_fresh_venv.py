@@ -38,6 +38,9 @@ from pathlib import Path
 
 import pytest
 
+#: one xdist worker runs this module: its module fixture (a whole run) is built once
+pytestmark = pytest.mark.xdist_group("test_fresh_venv")
+
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "fixtures" / "userproject"
 EXTRAS = "server,redis,bench"

@@ -20,6 +20,9 @@ import pytest
 from fixtures.live_harness import Outcome, live_subprocess, summary
 from fixtures.mutants.servers import MUTANTS, REFUSE_ALL, SETUP, VARIANTS
 
+#: one xdist worker runs this module: its module fixture (a whole run) is built once
+pytestmark = pytest.mark.xdist_group("test_live_mutants")
+
 #: checks that report and never judge (the specification leaves the behaviour open), or
 #: whose failing mutant lives in another self-test
 UNFAILABLE = {

@@ -17,6 +17,9 @@ import pytest
 from fixtures.live_harness import Outcome, live_subprocess, summary
 from fixtures.mutants.racy_servers import MUTANTS, NOT_APPLICABLE, VARIANTS
 
+#: one xdist worker runs this module: its module fixture (a whole run) is built once
+pytestmark = pytest.mark.xdist_group("test_racy_servers")
+
 RACES = "authconform/suites/live/test_races.py"
 FLAGS = ("--backend=sqlite", "--authconform-instances=2", "--authconform-strict",
          "--authconform-race-rounds=4", "--authconform-race-size=8")

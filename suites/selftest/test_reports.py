@@ -143,6 +143,9 @@ TestCounterNeverReachesThree = spec("CONTRACT-codes")(CounterMachine.TestCase)
 USER_TESTS = """
 import pytest
 
+#: one xdist worker runs this module: its module fixture (a whole run) is built once
+pytestmark = pytest.mark.xdist_group("test_reports")
+
 
 def test_user_passes():
     pass

@@ -36,6 +36,9 @@ from fixtures.mutants.harness import (
     service_unavailable,
 )
 
+#: one xdist worker runs this module: its module fixture (a whole run) is built once
+pytestmark = pytest.mark.xdist_group("test_restart_mutants")
+
 _LOST = r"state is lost on restart"
 
 #: mutant -> (checks to select with -k, extra args, {check: failure-message regex})
